@@ -1,0 +1,1 @@
+"""ilijax: JAX-native implicit likelihood inference."""

@@ -1,0 +1,33 @@
+"""Conditional density estimators as ``Estimator(init, log_prob, sample, spec)`` bundles."""
+
+from __future__ import annotations
+
+import importlib
+
+from ilijax.estimators._base import Estimator as Estimator
+from ilijax.estimators._base import standardized as standardized
+from ilijax.estimators._support import on_support as on_support
+
+# name -> "module:factory"; resolved lazily so that build() works from a saved spec.
+REGISTRY: dict[str, str] = {
+    "mdn": "ilijax.estimators.mdn:mdn",
+    "made": "ilijax.estimators.made:made",
+    "maf": "ilijax.estimators.maf:maf",
+    "nsf": "ilijax.estimators.nsf:nsf",
+    "realnvp": "ilijax.estimators.realnvp:realnvp",
+}
+
+
+def build(spec: dict) -> Estimator:
+    """Rebuilds an estimator bundle from its ``spec`` (``{"name": ..., "config": {...}}``)."""
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"Expected an estimator spec dict with a 'name'; got {spec!r}")
+    if spec["name"] not in REGISTRY:
+        raise ValueError(
+            f"Unknown estimator {spec['name']!r}; expected one of {sorted(REGISTRY)}"
+        )
+    module, attr = REGISTRY[spec["name"]].split(":")
+    return getattr(importlib.import_module(module), attr)(**spec.get("config", {}))
+
+
+__all__ = ["REGISTRY", "Estimator", "build", "on_support", "standardized"]

@@ -1,1 +1,47 @@
-"""ilijax: JAX-native implicit likelihood inference."""
+"""ilijax: JAX-native implicit likelihood inference (simulation-based inference).
+
+Simulate ``(theta, x)`` pairs, train ensembles of neural posterior estimators in one compiled
+program, sample posteriors for whole test sets in one call, and save them without pickle::
+
+    import jax, ilijax
+    task = ilijax.tasks.two_moons()
+    data = ilijax.simulate(jax.random.key(0), task.prior, task.simulator, 10_000)
+    posterior, info = ilijax.npe(jax.random.key(1), data.theta, data.x, prior=task.prior,
+                                 estimator=ilijax.estimators.nsf(), ensemble=5)
+    draws = posterior.sample(jax.random.key(2), data.x[:100], 1_000)   # (100, 1000, 2)
+    ilijax.save(posterior, "posterior.npz")
+"""
+
+from ilijax import data as data
+from ilijax import estimators as estimators
+from ilijax import nn as nn
+from ilijax import priors as priors
+from ilijax import tasks as tasks
+from ilijax._version import __version__ as __version__
+from ilijax.data import Dataset as Dataset
+from ilijax.estimators import Estimator as Estimator
+from ilijax.inference.npe import npe as npe
+from ilijax.io import load as load
+from ilijax.io import save as save
+from ilijax.posterior import Posterior as Posterior
+from ilijax.simulate import simulate as simulate
+from ilijax.train import FitInfo as FitInfo
+from ilijax.train import fit as fit
+
+__all__ = [
+    "Dataset",
+    "Estimator",
+    "FitInfo",
+    "Posterior",
+    "__version__",
+    "data",
+    "estimators",
+    "fit",
+    "load",
+    "nn",
+    "npe",
+    "priors",
+    "save",
+    "simulate",
+    "tasks",
+]

@@ -7,6 +7,17 @@ from numpyro.distributions.transforms import Transform
 
 from ilijax.estimators._base import Estimator
 
+# Points on the boundary of a closed support (a uniform draw equal to its lower bound, say) map to
+# +-inf in the unconstrained space. They are moved to this finite value instead (sigmoid(17) is
+# 1 - 4e-8, exp(-17) is 4e-8); `ilijax.npe` warns with a count when training data hit it.
+BOUNDARY_U = 17.0
+
+
+def to_unconstrained(bijector: Transform, theta):
+    """``bijector^{-1}(theta)`` with boundary points (+-inf) replaced by +-``BOUNDARY_U``."""
+    u = bijector.inv(theta)
+    return jnp.where(jnp.isinf(u), jnp.sign(u) * BOUNDARY_U, u)
+
 
 def on_support(core: Estimator, bijector: Transform) -> Estimator:
     """Turns a density over R^d into a density over the support of ``bijector``.
@@ -18,14 +29,15 @@ def on_support(core: Estimator, bijector: Transform) -> Estimator:
 
         log q(theta | x) = log q_u(bijector^{-1}(theta) | x) - log |det J_bijector(u)|,
 
-    and ``theta`` outside the support gets ``-inf``.
+    and ``theta`` outside the support gets ``-inf``. Boundary points of a closed support are
+    evaluated at ``u = +-BOUNDARY_U`` (see :func:`to_unconstrained`).
     """
 
     def init(key, theta, context):
-        return core.init(key, bijector.inv(jnp.asarray(theta, jnp.float32)), context)
+        return core.init(key, to_unconstrained(bijector, jnp.asarray(theta, jnp.float32)), context)
 
     def log_prob(params, theta, context):
-        u = bijector.inv(theta)
+        u = to_unconstrained(bijector, theta)
         lp = core.log_prob(params, u, context) - bijector.log_abs_det_jacobian(u, theta)
         inside = bijector.codomain(theta)
         return jnp.where(inside & jnp.isfinite(lp), lp, -jnp.inf)

@@ -30,4 +30,12 @@ def build(spec: dict) -> Estimator:
     return getattr(importlib.import_module(module), attr)(**spec.get("config", {}))
 
 
-__all__ = ["REGISTRY", "Estimator", "build", "on_support", "standardized"]
+def __getattr__(name: str):
+    # The factories (mdn, made, maf, nsf, realnvp) load on first use.
+    if name in REGISTRY:
+        module, attr = REGISTRY[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'ilijax.estimators' has no attribute {name!r}")
+
+
+__all__ = ["REGISTRY", "Estimator", "build", "on_support", "standardized", *REGISTRY]

@@ -7,6 +7,10 @@ import importlib
 from ilijax.estimators._base import Estimator as Estimator
 from ilijax.estimators._base import standardized as standardized
 from ilijax.estimators._support import on_support as on_support
+from ilijax.estimators.maf import maf as maf
+from ilijax.estimators.mdn import mdn as mdn
+from ilijax.estimators.nsf import nsf as nsf
+from ilijax.estimators.realnvp import realnvp as realnvp
 
 # name -> "module:factory"; resolved lazily so that build() works from a saved spec.
 REGISTRY: dict[str, str] = {

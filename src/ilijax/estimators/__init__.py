@@ -7,6 +7,7 @@ import importlib
 from ilijax.estimators._base import Estimator as Estimator
 from ilijax.estimators._base import standardized as standardized
 from ilijax.estimators._support import on_support as on_support
+from ilijax.estimators.made import made as made
 from ilijax.estimators.maf import maf as maf
 from ilijax.estimators.mdn import mdn as mdn
 from ilijax.estimators.nsf import nsf as nsf
@@ -34,12 +35,15 @@ def build(spec: dict) -> Estimator:
     return getattr(importlib.import_module(module), attr)(**spec.get("config", {}))
 
 
-def __getattr__(name: str):
-    # The factories (mdn, made, maf, nsf, realnvp) load on first use.
-    if name in REGISTRY:
-        module, attr = REGISTRY[name].split(":")
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'ilijax.estimators' has no attribute {name!r}")
-
-
-__all__ = ["REGISTRY", "Estimator", "build", "on_support", "standardized", *REGISTRY]
+__all__ = [
+    "REGISTRY",
+    "Estimator",
+    "build",
+    "made",
+    "maf",
+    "mdn",
+    "nsf",
+    "on_support",
+    "realnvp",
+    "standardized",
+]

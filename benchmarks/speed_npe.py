@@ -177,7 +177,9 @@ def _prior(low: np.ndarray, high: np.ndarray) -> Any:
         return dist.Uniform(low, high).to_event(1)
 
 
-def ilijax_train(data: dict, *, members: int, batch_size: int, epochs: int, seed: int):
+def ilijax_train(
+    data: dict, *, members: int, batch_size: int, epochs: int, seed: int, shard: bool | None = None
+):
     import jax
 
     npe, nsf = _ilijax_api()
@@ -196,6 +198,7 @@ def ilijax_train(data: dict, *, members: int, batch_size: int, epochs: int, seed
         patience=None,
         validation_fraction=0.1,
         progress=False,
+        **({} if shard is None else {"shard": shard}),
     )
     wall = time.perf_counter() - t0
     ep = np.atleast_1d(np.asarray(info.epochs))
@@ -208,6 +211,8 @@ def ilijax_train(data: dict, *, members: int, batch_size: int, epochs: int, seed
         "other_s": wall - compile_s - train_s,
         "epochs": ep.tolist(),
         "time_per_ensemble_epoch_s": train_s / max(1.0, float(ep.mean())),
+        "sharded": [bool(v) for v in getattr(info, "sharded", ())],
+        "shard_option": shard,
     }
 
 
@@ -327,6 +332,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="sbi sampling: per-observation loop, sample_batched, or auto (the faster)",
     )
+    p.add_argument(
+        "--ilijax-shard",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="shard ensemble members over the CPU devices (auto: ilijax's default)",
+    )
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=HERE / "results" / "speed_npe.json")
@@ -403,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
             "optimizer": "adam lr 5e-4, clip norm 5",
             "validation_fraction": 0.1,
             "early_stopping": False,
+            "ilijax_shard": a.ilijax_shard,
+            "torch_threads": a.torch_threads,
             "data": data["source"],
             "prior": {"low": data["low"].tolist(), "high": data["high"].tolist()},
         },
@@ -417,7 +430,12 @@ def main(argv: list[str] | None = None) -> int:
         if run_il:
             print(f"[speed_npe] ilijax: training {a.members} members, bs={bs} ...", flush=True)
             post, row["ilijax"] = ilijax_train(
-                data, members=a.members, batch_size=bs, epochs=a.epochs, seed=a.seed
+                data,
+                members=a.members,
+                batch_size=bs,
+                epochs=a.epochs,
+                seed=a.seed,
+                shard={"auto": None, "on": True, "off": False}[a.ilijax_shard],
             )
             print(f"[speed_npe]   {row['ilijax']}", flush=True)
             if post_il is None:

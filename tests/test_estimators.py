@@ -43,8 +43,9 @@ Z = 5.0  # z-bound for Monte Carlo checks
 L, N_GRID = 8.0, 300
 _H = 2 * L / N_GRID
 _AXIS = -L + _H * (np.arange(N_GRID) + 0.5)
-GRID = jnp.asarray(np.stack(np.meshgrid(_AXIS, _AXIS, indexing="ij"), -1).reshape(-1, 2),
-                   jnp.float32)
+GRID = jnp.asarray(
+    np.stack(np.meshgrid(_AXIS, _AXIS, indexing="ij"), -1).reshape(-1, 2), jnp.float32
+)
 CELL = _H**2
 
 
@@ -62,7 +63,10 @@ def _build_or_skip(spec):
 def _perturb(key, net_params):
     leaves, treedef = jax.tree.flatten(net_params)
     keys = jax.random.split(key, len(leaves))
-    noisy = [a + NOISE * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)]
+    noisy = [
+        a + NOISE * jax.random.normal(k, a.shape, a.dtype)
+        for a, k in zip(leaves, keys, strict=True)
+    ]
     return jax.tree.unflatten(treedef, noisy)
 
 
@@ -83,8 +87,14 @@ def case(request):
     params = {**params, "net": _perturb(jax.random.key(1), params["net"])}
     log_prob_batch = _batch_log_prob(est)
     density = np.asarray(jnp.exp(log_prob_batch(params, GRID, CONTEXT)), np.float64)
-    return SimpleNamespace(spec=spec, est=est, params=params, log_prob_batch=log_prob_batch,
-                           sample_batch=_batch_sample(est), density=density)
+    return SimpleNamespace(
+        spec=spec,
+        est=est,
+        params=params,
+        log_prob_batch=log_prob_batch,
+        sample_batch=_batch_sample(est),
+        density=density,
+    )
 
 
 def _grid_moments(points, density, cell):
@@ -135,8 +145,9 @@ def test_standardized_wrapper_integrates_to_one(case):
     y = shift + scale * GRID[:7]
     identity = {**case.params}
     expected = case.log_prob_batch(identity, GRID[:7], CONTEXT) - jnp.sum(jnp.log(scale))
-    np.testing.assert_allclose(case.log_prob_batch(params, y, context), expected, rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        case.log_prob_batch(params, y, context), expected, rtol=1e-5, atol=1e-5
+    )
 
     grid = shift + scale * GRID
     density = np.asarray(jnp.exp(case.log_prob_batch(params, grid, context)), np.float64)
@@ -190,16 +201,18 @@ def test_build_round_trip(case):
     rebuilt = E.build(json.loads(json.dumps(spec)))
     assert rebuilt.spec == spec
     y = GRID[12345]
-    np.testing.assert_array_equal(rebuilt.log_prob(case.params, y, CONTEXT),
-                                  case.est.log_prob(case.params, y, CONTEXT))
+    np.testing.assert_array_equal(
+        rebuilt.log_prob(case.params, y, CONTEXT), case.est.log_prob(case.params, y, CONTEXT)
+    )
 
 
 def test_on_support_box_prior(case):
     low, high = np.array([-1.0, 0.0]), np.array([2.0, 0.5])
     prior = uniform(low, high)
     est = E.on_support(case.est, support_bijector(prior))
-    params = est.init(jax.random.key(0), jnp.asarray((low + high) / 2, jnp.float32),
-                      jnp.zeros(C_DIM))
+    params = est.init(
+        jax.random.key(0), jnp.asarray((low + high) / 2, jnp.float32), jnp.zeros(C_DIM)
+    )
     params = {**params, "net": case.params["net"]}
     n = 200
     h = (high - low) / n
@@ -212,8 +225,9 @@ def test_on_support_box_prior(case):
         s = jax.vmap(est.sample, in_axes=(None, 0, None))(params, keys, CONTEXT)
         return s, jax.vmap(est.log_prob, in_axes=(None, 0, None))(params, points, CONTEXT)
 
-    s, lp = draw_and_score(params, jax.random.split(jax.random.key(8), 1000),
-                           jnp.concatenate([grid, outside]))
+    s, lp = draw_and_score(
+        params, jax.random.split(jax.random.key(8), 1000), jnp.concatenate([grid, outside])
+    )
     assert bool(jnp.all(prior.support(s)))
     density = np.exp(np.asarray(lp[: n * n], np.float64))
     assert np.all(np.isfinite(density))

@@ -21,7 +21,11 @@ def _perturb(params, key, scale=0.3):
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(key, len(leaves))
     return jax.tree.unflatten(
-        treedef, [a + scale * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)]
+        treedef,
+        [
+            a + scale * jax.random.normal(k, a.shape, a.dtype)
+            for a, k in zip(leaves, keys, strict=True)
+        ],
     )
 
 

@@ -48,9 +48,8 @@ def _vec(name: str, value: Any) -> jax.Array:
 def _broadcast(**arrays: jax.Array) -> list[jax.Array]:
     shapes = {k: v.shape[0] for k, v in arrays.items()}
     n = max(shapes.values())
-    for k, v in shapes.items():
-        if v not in (1, n):
-            raise ValueError(f"Expected all parameters to have length 1 or {n}; got {shapes}")
+    if any(v not in (1, n) for v in shapes.values()):
+        raise ValueError(f"Expected all parameters to have length 1 or {n}; got {shapes}")
     return [jnp.broadcast_to(v, (n,)) for v in arrays.values()]
 
 

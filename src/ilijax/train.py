@@ -16,7 +16,6 @@ equal the unsharded run.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple

@@ -20,8 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 Params = Any
@@ -48,6 +50,29 @@ class Estimator(NamedTuple):
     log_prob: LogProbFn
     sample: SampleFn
     spec: dict | None = None
+
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": nn.relu,
+    "tanh": jnp.tanh,
+    "silu": nn.silu,
+    "gelu": nn.gelu,
+    "elu": nn.elu,
+}
+
+
+def activation_fn(name: str) -> Callable[[Array], Array]:
+    """Looks up an activation by name (``relu``, ``tanh``, ``silu``, ``gelu``, ``elu``); names
+    rather than functions keep estimator specs JSON-serialisable."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"Expected activation in {sorted(ACTIVATIONS)}; got {name!r}")
+    return ACTIVATIONS[name]
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """Raises ``ValueError`` unless ``value`` is a positive ``int`` (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"Expected {name} to be a positive int; got {value!r}")
 
 
 _MIN_STD = 1e-6
@@ -83,7 +108,8 @@ def standardized(core: Estimator) -> Estimator:
 
     The statistics come from the data given to ``init`` (the whole training set, not a first
     minibatch as in lampe) and are stored in the params, so a saved estimator is self-contained.
-    ``log_prob`` is corrected by the affine log-det: ``log q(y) = log q_z((y - m) / s) - sum log s``.
+    ``log_prob`` is corrected by the affine log-det:
+    ``log q(y) = log q_z((y - m) / s) - sum log s``.
     """
 
     def init(key, y, context):

@@ -15,8 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ilijax.estimators._base import Estimator, standardized
-from ilijax.estimators.maf import activation_fn, check_positive_int
+from ilijax.estimators._base import Estimator, activation_fn, check_positive_int, standardized
 from ilijax.nn.made import MADE
 
 _MIN_STD = 1e-3

@@ -30,33 +30,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ilijax.estimators._base import Estimator, standardized
+from ilijax.estimators._base import (
+    Estimator,
+    activation_fn,
+    check_positive_int,
+    standardized,
+)
 from ilijax.nn.made import MADE
 
 Array = jax.Array
 Params = Any
-
-ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "relu": nn.relu,
-    "tanh": jnp.tanh,
-    "silu": nn.silu,
-    "gelu": nn.gelu,
-    "elu": nn.elu,
-}
-
-
-def activation_fn(name: str) -> Callable[[Array], Array]:
-    """Looks up an activation by name (``relu``, ``tanh``, ``silu``, ``gelu``, ``elu``)."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"Expected activation in {sorted(ACTIVATIONS)}; got {name!r}")
-    return ACTIVATIONS[name]
-
-
-def check_positive_int(name: str, value: Any) -> None:
-    """Raises ``ValueError`` unless ``value`` is a positive ``int`` (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"Expected {name} to be a positive int; got {value!r}")
-
 
 class ConditionalBijector(NamedTuple):
     """A bijector ``y = f(z; context)`` as pure functions over single events.

@@ -10,18 +10,15 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-from ilijax.estimators._base import Estimator, standardized
+from ilijax.estimators._base import (
+    Estimator,
+    activation_fn,
+    check_positive_int,
+    standardized,
+)
 from ilijax.nn.mlp import MLP
 
 __all__ = ["mdn"]
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": nn.relu,
-    "tanh": jnp.tanh,
-    "silu": nn.silu,
-    "gelu": nn.gelu,
-    "elu": nn.elu,
-}
 
 # Smallest standard deviation of a component along any axis, in standardized units. It keeps the
 # Cholesky solve well conditioned in float32 and stops a component collapsing onto one point
@@ -93,11 +90,8 @@ def mdn(
         Bishop, "Mixture Density Networks", Aston University technical report NCRG/94/004, 1994.
     """
     for name, value in (("hidden", hidden), ("components", components), ("layers", layers)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"Expected {name} to be a positive int; got {value!r}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"Expected activation in {sorted(ACTIVATIONS)}; got {activation!r}")
-    act = ACTIVATIONS[activation]
+        check_positive_int(name, value)
+    act = activation_fn(activation)
     spec = {
         "name": "mdn",
         "config": {

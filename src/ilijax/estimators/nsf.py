@@ -29,12 +29,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ilijax.estimators._base import Estimator, standardized
+from ilijax.estimators._base import (
+    Estimator,
+    activation_fn,
+    check_positive_int,
+    standardized,
+)
 from ilijax.estimators.maf import (
     ConditionalBijector,
     Transformer,
-    activation_fn,
-    check_positive_int,
     flow,
     masked_autoregressive,
     stack,
@@ -80,12 +83,6 @@ def _tables(params: Array, num_bins: int, bound: float) -> Array:
     derivs = jnp.stack([slopes[..., :-1], slopes[..., 1:]], axis=-2)
     return jnp.concatenate([left[..., :1, :], size[..., :1, :], left[..., 1:, :],
                             size[..., 1:, :], derivs], axis=-2)
-
-
-def _squareplus(v: Array) -> Array:
-    # A smooth positive map that grows linearly like softplus but needs a sqrt, not exp + log1p:
-    # transcendental functions dominate the spline's cost on CPU (Barron 2021, "Squareplus").
-    return 0.5 * (v + jnp.sqrt(v * v + 4.0))
 
 
 def _select(v: Array, tables: Array, row: int) -> Array:

@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import distrax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ilijax.estimators._base import Estimator, standardized
+from ilijax.estimators._base import (
+    Estimator,
+    activation_fn,
+    check_positive_int,
+    standardized,
+)
 from ilijax.nn.mlp import MLP
 
 __all__ = ["realnvp"]
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": nn.relu,
-    "tanh": jnp.tanh,
-    "silu": nn.silu,
-    "gelu": nn.gelu,
-    "elu": nn.elu,
-}
 
 # Log-scales are squashed to (-_MAX_LOG_SCALE, _MAX_LOG_SCALE) with a tanh, so that one layer can
 # stretch or shrink a coordinate by at most e^3 ~ 20x. Unbounded exp scales are the usual cause of
@@ -82,11 +77,8 @@ def realnvp(
         Dinh, Sohl-Dickstein and Bengio, "Density estimation using Real NVP", ICLR 2017.
     """
     for name, value in (("hidden", hidden), ("transforms", transforms), ("layers", layers)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"Expected {name} to be a positive int; got {value!r}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"Expected activation in {sorted(ACTIVATIONS)}; got {activation!r}")
-    act = ACTIVATIONS[activation]
+        check_positive_int(name, value)
+    act = activation_fn(activation)
     spec = {
         "name": "realnvp",
         "config": {

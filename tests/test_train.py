@@ -153,3 +153,17 @@ def test_unstacked_params_raise(data):
     with pytest.raises(ValueError, match="leading ensemble axis"):
         fit(jax.random.key(0), {"mu": jnp.zeros(2), "log_sigma": jnp.zeros(3)}, gauss_loss,
             train, progress=False)
+
+
+def test_odd_ensemble_is_padded_for_sharding_and_matches(data):
+    assert jax.device_count() == 4
+    train, val = data
+    params = stack_members(jax.random.key(1), init_gauss, 5)
+    kw = dict(max_epochs=4, patience=None, progress=False)
+    a, ia = fit(jax.random.key(2), params, gauss_loss, train, val, shard=True, **kw)
+    b, ib = fit(jax.random.key(2), params, gauss_loss, train, val, shard=False, **kw)
+    assert ia.sharded == (True,)
+    assert ia.epochs.tolist() == [4] * 5 and ia.train_loss.shape == (4, 5)
+    assert a["mu"].shape == (5, 2)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)

@@ -9,9 +9,9 @@ The epoch function is compiled once, ahead of time, and reused for every epoch; 
 back two small arrays per epoch (losses, for the progress bar and the stopping test) and nothing
 inside an epoch.
 
-When several devices are present, each group whose ensemble size divides the device count is
-sharded over a one-axis mesh (``members``); every member's arithmetic is unchanged, so results
-equal the unsharded run.
+When several devices are present, the member axis of every group is sharded over a one-axis
+mesh (``members``); a group whose size is not a multiple of the device count is padded with
+inactive members. Every member's arithmetic is unchanged, so results equal the unsharded run.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def fit(
         clip_norm: Global-norm gradient clipping (default 5.0, as sbi); ``None`` disables it.
         progress: Show a progress bar (epochs, best validation loss, members still training).
         shard: Shard the member axis over devices; ``None`` does so when more than one device
-            is present and the group size divides the device count.
+            is present (groups are padded to a multiple of the device count).
         validation_chunk: Rows per call when evaluating the validation loss.
 
     Returns:
@@ -217,7 +217,14 @@ def fit(
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
     patience_ = np.iinfo(np.int32).max if patience is None else int(patience)
 
-    def init_state(p):
+    devices = jax.devices()
+    use_mesh = len(devices) > 1 and (shard is None or shard)
+    # With a mesh, a group whose size is not a multiple of the device count is padded with
+    # inactive copies of its first member (computed, never trained or returned), so that e.g.
+    # 5 members still split 3 + 3 over 2 devices instead of running on one.
+    padded = [-(-k // len(devices)) * len(devices) if use_mesh else k for k in sizes]
+
+    def init_state(p, k_real):
         k = _num_members(p)
         # Fresh buffers: the epoch function donates its state, and params/best_params must not
         # alias each other or the caller's arrays.
@@ -229,7 +236,7 @@ def fit(
             best_val=jnp.full((k,), jnp.inf, jnp.float32),
             best_epoch=jnp.zeros((k,), jnp.int32),
             since_best=jnp.zeros((k,), jnp.int32),
-            active=jnp.ones((k,), bool),
+            active=jnp.arange(k) < k_real,
             diverged=jnp.zeros((k,), bool),
             epochs=jnp.zeros((k,), jnp.int32),
         )
@@ -259,7 +266,12 @@ def fit(
         traces[0] += 1  # runs only while tracing: counts compilations of the epoch
         new_states, train_losses, val_losses = [], [], []
         for g, (s, loss_fn) in enumerate(zip(states, losses, strict=True)):
-            keys = jax.random.split(jax.random.fold_in(key, g), sizes[g])
+            gkey = jax.random.fold_in(key, g)
+            keys = jax.random.split(gkey, sizes[g])
+            if padded[g] > sizes[g]:
+                extra = jax.random.split(jax.random.fold_in(gkey, 2**31 - 1),
+                                         padded[g] - sizes[g])
+                keys = jnp.concatenate([keys, extra])
             p, o, tl, vl = jax.vmap(
                 lambda p, o, k, f=loss_fn: member_epoch(f, p, o, k, train, validation)
             )(s.params, s.opt_state, keys)
@@ -289,12 +301,14 @@ def fit(
                 diverged=diverged,
                 epochs=s.epochs + s.active.astype(jnp.int32),
             ))
-            train_losses.append(jnp.where(s.active, tl, jnp.nan))
-            val_losses.append(jnp.where(s.active, vl, jnp.nan))
+            train_losses.append(jnp.where(s.active, tl, jnp.nan)[: sizes[g]])
+            val_losses.append(jnp.where(s.active, vl, jnp.nan)[: sizes[g]])
         return tuple(new_states), jnp.concatenate(train_losses), jnp.concatenate(val_losses)
 
-    states = tuple(init_state(g) for g in groups)
-    states, sharded, data = _maybe_shard(states, sizes, shard, (train, validation))
+    states = tuple(
+        init_state(_pad_members(g, kp), k) for g, k, kp in zip(groups, sizes, padded, strict=True)
+    )
+    states, sharded, data = _maybe_shard(states, use_mesh, (train, validation))
     train, validation = data
 
     t0 = time.perf_counter()
@@ -316,11 +330,12 @@ def fit(
         states, tl, vl = compiled(
             states, jax.random.fold_in(key_fit, e), jnp.int32(e), train, validation
         )
-        still = np.concatenate([np.asarray(s.active) for s in states])
+        pairs = list(zip(states, sizes, strict=True))
+        still = np.concatenate([np.asarray(s.active)[:k] for s, k in pairs])
         history_t.append(np.asarray(tl))
         history_v.append(np.asarray(vl))
         if bar is not None:
-            best = min(float(np.min(np.asarray(s.best_val))) for s in states)
+            best = min(float(np.min(np.asarray(s.best_val)[:k])) for s, k in pairs)
             bar.set_postfix(best_val=f"{best:.4g}", training=f"{int(still.sum())}/{still.size}")
             bar.update(1)
         if not still.any():
@@ -331,7 +346,9 @@ def fit(
         bar.close()
 
     def host(field):
-        return np.concatenate([np.asarray(getattr(s, field)) for s in states])
+        return np.concatenate(
+            [np.asarray(getattr(s, field))[:k] for s, k in zip(states, sizes, strict=True)]
+        )
 
     info = FitInfo(
         train_loss=np.stack(history_t),
@@ -346,23 +363,30 @@ def fit(
         epoch_traces=traces[0],
         sharded=tuple(sharded),
     )
-    best = [s.best_params for s in states]
+    best = [
+        jax.tree.map(lambda a, k=k: a[:k], s.best_params)
+        for s, k in zip(states, sizes, strict=True)
+    ]
     return (best[0] if single else best), info
 
 
-def _maybe_shard(states, sizes, shard, data):
-    """Places each group's member axis on a one-axis device mesh (``members``) when its size is
-    a multiple of the device count, replicating the data; other groups are replicated."""
-    devices = jax.devices()
-    want = len(devices) > 1 if shard is None else shard
-    if not want or len(devices) == 1:
+def _pad_members(params: Params, num: int) -> Params:
+    """Appends copies of member 0 until there are ``num`` members."""
+    k = _num_members(params)
+    if num == k:
+        return params
+    return jax.tree.map(
+        lambda a: jnp.concatenate([a, jnp.repeat(a[:1], num - k, axis=0)]), params
+    )
+
+
+def _maybe_shard(states, use_mesh, data):
+    """Places each group's (padded) member axis on a one-axis device mesh (``members``) and
+    replicates the data on every device."""
+    if not use_mesh:
         return states, [False] * len(states), data
-    mesh = Mesh(np.asarray(devices), ("members",))
+    mesh = Mesh(np.asarray(jax.devices()), ("members",))
+    spec = NamedSharding(mesh, PartitionSpec("members"))
+    out = tuple(jax.tree.map(lambda a: jax.device_put(a, spec), s) for s in states)
     replicated = NamedSharding(mesh, PartitionSpec())
-    out, flags = [], []
-    for s, k in zip(states, sizes, strict=True):
-        ok = k % len(devices) == 0
-        spec = NamedSharding(mesh, PartitionSpec("members")) if ok else replicated
-        out.append(jax.tree.map(lambda a, spec=spec: jax.device_put(a, spec), s))
-        flags.append(ok)
-    return tuple(out), flags, jax.tree.map(lambda a: jax.device_put(a, replicated), data)
+    return out, [True] * len(states), jax.tree.map(lambda a: jax.device_put(a, replicated), data)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ilijax.estimators._base import Estimator
 
@@ -154,6 +155,8 @@ class Posterior:
         batch = jnp.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
         th = jnp.broadcast_to(theta, batch + (self.theta_dim,)).reshape(-1, self.theta_dim)
         xx = jnp.broadcast_to(x, batch + (self.x_dim,)).reshape(-1, self.x_dim)
+        device = jax.devices()[0]  # where the params live (inputs may come sharded)
+        th, xx = jax.device_put(th, device), jax.device_put(xx, device)
         return self._log_prob_jit(self._params(), th, xx).reshape(batch)
 
     # ----------------------------------------------------------------------- sampling
@@ -205,7 +208,9 @@ class Posterior:
             x: One observation ``(x_dim,)`` or a batch ``(b, x_dim)``.
             num_samples: Draws per observation.
             chunk_size: Observations processed at once (vectorised); default: all, unless that
-                exceeds about 2^21 draws, in which case chunks are formed (a ``lax.map``).
+                exceeds about 2^21 draws, in which case chunks are formed (a ``lax.map``). When
+                several devices are present and no chunking is needed, the observations are
+                split over the devices (same draws as on one device).
 
         Returns:
             ``(num_samples, theta_dim)`` for one observation, ``(b, num_samples, theta_dim)``
@@ -220,8 +225,28 @@ class Posterior:
         keys = key[None] if single else jax.random.split(key, xb.shape[0])
         if chunk_size is None:
             chunk_size = max(1, (1 << 21) // (num_samples * max(1, self.num_members // 2)))
-        out = self._sample_jit(self._params(), keys, xb, num_samples, int(chunk_size))
+        b = xb.shape[0]
+        devices = jax.devices()
+        if len(devices) > 1 and b >= len(devices) and chunk_size >= b:
+            # Observations are independent: split them over the devices (one CPU device per
+            # core, or several accelerators), padding to a multiple of the device count.
+            pad = (-b) % len(devices)
+            mesh = Mesh(np.asarray(devices), ("obs",))
+            split = NamedSharding(mesh, PartitionSpec("obs"))
+            keys = jax.device_put(jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, 0)]), split)
+            xb = jax.device_put(jnp.concatenate([xb, jnp.repeat(xb[-1:], pad, 0)]), split)
+            params = self._replicated_params(mesh)
+            out = self._sample_jit(params, keys, xb, num_samples, int(chunk_size))
+            out = jax.device_put(out, devices[0])[:b]  # back on the default device
+        else:
+            out = self._sample_jit(self._params(), keys, xb, num_samples, int(chunk_size))
         return out[0] if single else out
+
+    def _replicated_params(self, mesh):
+        if getattr(self, "_replicated", None) is None or self._replicated[0] != mesh:
+            spec = NamedSharding(mesh, PartitionSpec())
+            self._replicated = (mesh, jax.device_put(self._params(), spec))
+        return self._replicated[1]
 
     def __repr__(self) -> str:
         names = [(g.spec or {}).get("name", "custom") for g in self.groups]

@@ -234,8 +234,8 @@ def lu_linear(min_diag: float = 1e-3) -> ConditionalBijector:
 
     ``L`` is unit lower triangular, ``U`` upper triangular with diagonal
     ``softplus(raw + c) + min_diag`` (``raw = 0`` gives 1), so ``log|det| = sum log diag U``.
-    Sampling applies ``(L U)^{-1}``, formed once per parameter set. As sbi's ``nsf`` (nflows ``LULinear``), it mixes the
-    dimensions between coupling layers.
+    Sampling applies ``(L U)^{-1}``, formed once per parameter set. As sbi's ``nsf`` (nflows
+    ``LULinear``), it mixes the dimensions between coupling layers.
 
     References:
         Kingma and Dhariwal, "Glow", NeurIPS 2018; Durkan et al., "Neural Spline Flows", 2019.

@@ -153,9 +153,7 @@ def check_data(
     return Dataset(jnp.asarray(t), jnp.asarray(d))
 
 
-def split(
-    key: jax.Array, dataset: Dataset, validation_fraction: float = 0.1
-) -> tuple[Dataset, Dataset]:
+def split(key: jax.Array, dataset: Any, validation_fraction: float = 0.1) -> tuple[Any, Any]:
     """Splits a dataset into training and validation parts by a random permutation.
 
     The validation part has ``round(validation_fraction * n)`` rows, clipped so that both parts
@@ -163,28 +161,33 @@ def split(
 
     Args:
         key: PRNG key for the permutation; the same key gives the same split.
-        dataset: The :class:`Dataset` to split (at least 2 rows).
+        dataset: The :class:`Dataset` to split (at least 2 rows), or any pytree of arrays that
+            share their leading (row) axis; :func:`ilijax.fit` uses it that way.
         validation_fraction: Fraction of rows held out, in the open interval (0, 1).
 
     Returns:
-        ``(train, validation)`` datasets; their rows are disjoint and together are all rows.
+        ``(train, validation)`` of the same structure; their rows are disjoint and together are
+        all rows.
     """
     f = float(validation_fraction)
     if not 0.0 < f < 1.0:
         raise ValueError(f"Expected validation_fraction in (0, 1); got {validation_fraction}")
-    n = int(dataset.theta.shape[0])
-    if dataset.x.shape[0] != n:
+    if isinstance(dataset, Dataset) and dataset.x.shape[0] != dataset.theta.shape[0]:
         raise ValueError(
-            f"Expected theta and x to have the same number of rows; got {n} and "
-            f"{dataset.x.shape[0]}"
+            f"Expected theta and x to have the same number of rows; got "
+            f"{dataset.theta.shape[0]} and {dataset.x.shape[0]}"
         )
+    rows = {int(np.shape(leaf)[0]) for leaf in jax.tree.leaves(dataset)}
+    if len(rows) != 1:
+        raise ValueError(f"Expected all arrays to have the same number of rows; got {rows}")
+    n = rows.pop()
     if n < 2:
         raise ValueError(f"Expected at least 2 rows to split; got {n}")
     num_val = min(max(int(round(f * n)), 1), n - 1)
     perm = jax.random.permutation(key, n)
     val_idx, train_idx = perm[:num_val], perm[num_val:]
-    train = Dataset(dataset.theta[train_idx], dataset.x[train_idx])
-    val = Dataset(dataset.theta[val_idx], dataset.x[val_idx])
+    train = jax.tree.map(lambda a: jnp.asarray(a)[train_idx], dataset)
+    val = jax.tree.map(lambda a: jnp.asarray(a)[val_idx], dataset)
     return train, val
 
 

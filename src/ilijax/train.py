@@ -26,6 +26,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ilijax import data as _data
+
 Array = jax.Array
 Params = Any
 LossFn = Callable[[Params, Any, Array], Array]
@@ -106,19 +108,6 @@ def _check_rows(data: Any, name: str) -> int:
     if n < 1:
         raise ValueError(f"Expected at least 1 row of {name} data; got 0")
     return n
-
-
-def _random_split(key: Array, data: Any, validation_fraction: float) -> tuple[Any, Any]:
-    n = _check_rows(data, "training")
-    n_val = max(1, int(round(validation_fraction * n)))
-    if n_val >= n:
-        raise ValueError(
-            f"Expected validation_fraction to leave training rows; got {validation_fraction} of "
-            f"{n} rows"
-        )
-    perm = jax.random.permutation(key, n)
-    return (jax.tree.map(lambda a: a[perm[n_val:]], data),
-            jax.tree.map(lambda a: a[perm[:n_val]], data))
 
 
 def _chunked_mean_loss(loss: LossFn, params: Params, data: Any, key: Array, chunk: int) -> Array:
@@ -205,7 +194,7 @@ def fit(
     key_split, key_fit = jax.random.split(key)
     train = jax.tree.map(jnp.asarray, train)
     if validation is None:
-        train, validation = _random_split(key_split, train, validation_fraction)
+        train, validation = _data.split(key_split, train, validation_fraction)
     validation = jax.tree.map(jnp.asarray, validation)
     n_train = _check_rows(train, "training")
     _check_rows(validation, "validation")

@@ -150,7 +150,7 @@ def npe(
     member_lp = None
     if weighting == "stacking":
         probe = Posterior(groups, np.ones(info.epochs.size), prior, x_dim=dataset.x.shape[1])
-        member_lp = jax.vmap(probe.member_log_prob)(val.theta, val.x)
+        member_lp = jax.jit(jax.vmap(probe.member_log_prob))(val.theta, val.x)
     weights = ensemble_weights(weighting, info.best_validation_loss, info.diverged, member_lp)
     posterior = Posterior(groups, weights, prior, x_dim=dataset.x.shape[1], method="npe",
                           labels=labels)

@@ -51,6 +51,9 @@ def _members(params) -> int:
     return jax.tree.leaves(params)[0].shape[0]
 
 
+_LOG_PROB_CHUNK = 1 << 18
+
+
 class Posterior:
     """An ensemble posterior ``q(theta | x)``: exact log-density and batched sampling.
 
@@ -89,6 +92,7 @@ class Posterior:
         self.theta_dim = int(prior.event_shape[0])
         self.x_dim = int(x_dim)
         self.method = method
+        self.normalized = True  # log_prob is a normalised density (NPE)
         self.labels = tuple(labels) if labels is not None else tuple(
             f"theta_{i}" for i in range(self.theta_dim)
         )
@@ -121,7 +125,13 @@ class Posterior:
         return jax.nn.logsumexp(jnp.where(self.weights > 0, logw + lps, -jnp.inf))
 
     def _log_prob_pairs(self, params, theta, x):
-        return jax.vmap(self._log_prob_pair, in_axes=(None, 0, 0))(params, theta, x)
+        one = lambda a: self._log_prob_pair(params, a[0], a[1])  # noqa: E731
+        # Bound memory for big batches (a whole test set times its draws): vectorised chunks
+        # of _LOG_PROB_CHUNK // members pairs; one program either way.
+        chunk = max(1, _LOG_PROB_CHUNK // self.num_members)
+        if theta.shape[0] <= chunk:
+            return jax.vmap(one)((theta, x))
+        return jax.lax.map(one, (theta, x), batch_size=chunk)
 
     def _check_x(self, x) -> Array:
         x = jnp.asarray(x, jnp.float32)

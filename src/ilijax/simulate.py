@@ -28,7 +28,7 @@ import numpy as np
 from ilijax.data import Dataset, check_data
 from ilijax.priors import validate_prior
 
-__all__ = ["simulate"]
+__all__ = ["run_simulator", "simulate"]
 
 _KINDS = ("auto", "jax", "numpy")
 
@@ -76,6 +76,44 @@ def simulate(
     n, bs = int(num_simulations), int(min(batch_size, num_simulations))
     key_theta, key_sim = jax.random.split(key)
     theta = jnp.asarray(prior.sample(key_theta, (n,)), jnp.float32)
+    x = run_simulator(key_sim, simulator, theta, batch_size=bs, kind=kind, progress=progress)
+    return check_data(theta, x, nan_policy=nan_policy, min_rows=1)
+
+
+def run_simulator(
+    key: jax.Array,
+    simulator: Callable[..., Any],
+    theta: Any,
+    *,
+    batch_size: int = 1000,
+    kind: str = "auto",
+    progress: bool = False,
+) -> np.ndarray:
+    """Runs a simulator on given parameters (e.g. posterior draws for a predictive check).
+
+    Row ``i`` is simulated with ``jax.random.fold_in(key, i)`` for a JAX simulator, so the result
+    does not depend on ``batch_size``; see the module docstring for the two kinds.
+
+    Args:
+        key: PRNG key of the simulations (unused by numpy simulators).
+        simulator: ``(key, theta) -> x`` (JAX) or ``(theta_batch) -> x_batch`` (numpy).
+        theta: ``(n, theta_dim)`` parameters.
+        batch_size: Simulations per call.
+        kind: ``"auto"``, ``"jax"`` or ``"numpy"``.
+        progress: Show a tqdm bar when there is more than one batch.
+
+    Returns:
+        ``(n, x_dim)`` numpy array (a scalar output per simulation becomes ``x_dim == 1``). Rows
+        are not checked for NaN here.
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"Expected kind in {_KINDS}; got {kind!r}")
+    theta = jnp.asarray(theta, jnp.float32)
+    if theta.ndim != 2 or theta.shape[0] < 1:
+        raise ValueError(f"Expected theta of shape (n, theta_dim) with n >= 1; got {theta.shape}")
+    n = int(theta.shape[0])
+    bs = int(min(batch_size, n))
+    key_sim = key
     starts = range(0, n, bs)
 
     run_batch = None
@@ -131,4 +169,4 @@ def simulate(
     x = np.concatenate(outputs, axis=0)
     if x.ndim == 1:
         x = x[:, None]  # scalar output per simulation -> x_dim 1
-    return check_data(theta, x, nan_policy=nan_policy, min_rows=1)
+    return x

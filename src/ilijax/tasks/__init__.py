@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ilijax.tasks._base import ExactPosterior as ExactPosterior
 from ilijax.tasks._base import Task as Task
 from ilijax.tasks._base import rejection_sample as rejection_sample
 from ilijax.tasks.gaussian_linear import gaussian_linear as gaussian_linear
@@ -19,6 +20,7 @@ from ilijax.tasks.two_moons import two_moons as two_moons
 
 __all__ = [
     "TASKS",
+    "ExactPosterior",
     "Task",
     "gaussian_linear",
     "gaussian_mixture",

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
-__all__ = ["RestrictedToBox", "Task", "rejection_sample"]
+__all__ = ["ExactPosterior", "RestrictedToBox", "Task", "rejection_sample"]
 
 class Task(NamedTuple):
     """A simulator with a prior and, where known, its exact likelihood and posterior.
@@ -124,3 +124,61 @@ class RestrictedToBox(dist.Distribution):
     @property
     def mean(self):
         return self.base_dist.mean
+
+
+class ExactPosterior:
+    """A task's exact posterior with the batched interface of :class:`ilijax.Posterior`.
+
+    ``sample(key, x, n)`` draws the task's reference posterior for one observation ``(x_dim,)``
+    or a batch ``(b, x_dim)`` (observation ``i`` uses ``jax.random.split(key, b)[i]``), and
+    ``log_prob(theta, x)`` broadcasts like :meth:`ilijax.Posterior.log_prob`. The density is the
+    closed-form posterior where the task has one (``normalized`` is then True); otherwise it is
+    ``log p(x | theta) + log p(theta)``, exact up to a constant per observation
+    (``normalized`` False), which is all that density ranks (HPD coverage) need. Used as the
+    calibrated reference (positive control) of the diagnostics.
+
+    Args:
+        task: A :class:`Task` with ``sample_posterior``.
+    """
+
+    def __init__(self, task: Task):
+        if task.sample_posterior is None:
+            raise ValueError(f"Expected a task with exact posterior draws; {task.name} has none")
+        self.task = task
+        self.prior = task.prior
+        self.theta_dim = task.theta_dim
+        self.x_dim = task.x_dim
+        self.labels = task.labels
+        self.method = "exact"
+        self.normalized = task.posterior is not None
+        if task.posterior is not None:
+            post = task.posterior
+            self._log_prob_one = lambda theta, x: post(x).log_prob(theta)
+        elif task.log_likelihood is not None:
+            lik, prior = task.log_likelihood, task.prior
+            self._log_prob_one = lambda theta, x: lik(theta, x) + prior.log_prob(theta)
+        else:
+            self._log_prob_one = None
+        self._sample = jax.jit(
+            jax.vmap(task.sample_posterior, in_axes=(0, 0, None)), static_argnums=2
+        )
+
+    def sample(self, key: jax.Array, x: Any, num_samples: int, **_: Any) -> jax.Array:
+        x = jnp.asarray(x, jnp.float32)
+        if x.ndim == 1:
+            return self._sample(key[None], x[None], int(num_samples))[0]
+        return self._sample(jax.random.split(key, x.shape[0]), x, int(num_samples))
+
+    def log_prob(self, theta: Any, x: Any) -> jax.Array:
+        if self._log_prob_one is None:
+            raise ValueError(f"Task {self.task.name} has neither a posterior nor a likelihood")
+        theta = jnp.asarray(theta, jnp.float32)
+        x = jnp.asarray(x, jnp.float32)
+        one = self._log_prob_one
+        if x.ndim == 1:
+            return jax.vmap(one, (0, None))(theta.reshape(-1, self.theta_dim), x).reshape(
+                theta.shape[:-1]
+            )
+        if theta.ndim == 3:
+            return jax.vmap(jax.vmap(one, (0, None)), (0, 0))(theta, x)
+        return jax.vmap(one)(theta, x)

@@ -13,12 +13,15 @@ program, sample posteriors for whole test sets in one call, and save them withou
 """
 
 from ilijax import data as data
+from ilijax import diagnostics as diagnostics
 from ilijax import estimators as estimators
 from ilijax import nn as nn
+from ilijax import plots as plots
 from ilijax import priors as priors
 from ilijax import tasks as tasks
 from ilijax._version import __version__ as __version__
 from ilijax.data import Dataset as Dataset
+from ilijax.diagnostics import validate as validate
 from ilijax.estimators import Estimator as Estimator
 from ilijax.inference.npe import npe as npe
 from ilijax.io import load as load
@@ -35,13 +38,16 @@ __all__ = [
     "Posterior",
     "__version__",
     "data",
+    "diagnostics",
     "estimators",
     "fit",
     "load",
     "nn",
+    "plots",
     "npe",
     "priors",
     "save",
     "simulate",
     "tasks",
+    "validate",
 ]

@@ -39,7 +39,7 @@ def demo(args: argparse.Namespace) -> int:
     import numpy as np
 
     import ilijax
-    from ilijax.diagnostics.plots import plot_corner, plot_losses
+    from ilijax.plots import plot_corner, plot_losses
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

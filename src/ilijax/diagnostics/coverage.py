@@ -66,7 +66,7 @@ def hpd_credibility(
                 f"({n},); got {lps.shape} and {lpt.shape}"
             )
         method = "exact"
-    elif posterior is not None and hasattr(posterior, "log_prob"):
+    elif posterior is not None and callable(getattr(posterior, "log_prob", None)):
         if x is None:
             raise ValueError("Expected x (the test observations) with a posterior")
         lps = posterior.log_prob(s, x)

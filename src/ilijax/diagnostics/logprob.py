@@ -22,7 +22,7 @@ def has_normalized_log_prob(posterior: Any) -> bool:
     ``log_prob`` is known only up to a constant (NLE, NRE) set ``normalized = False``."""
     return (
         posterior is not None
-        and hasattr(posterior, "log_prob")
+        and callable(getattr(posterior, "log_prob", None))
         and bool(getattr(posterior, "normalized", True))
     )
 

@@ -199,7 +199,8 @@ def validate(
         num_samples: Posterior draws per test observation.
         samples: Optional precomputed ``(n_test, S, d)`` draws (then ``num_samples`` is ``S``).
         reference_samples: ``(m, S_ref, d)`` reference posterior draws for the first ``m`` test
-            observations (e.g. from a task's exact posterior), for ``c2st`` and ``mmd``.
+            observations (e.g. from a task's exact posterior), for ``c2st`` and ``mmd``; both
+            sets are cut to ``min(S_ref, S)`` draws so that C2ST's chance level is 1/2.
         simulator: The simulator, for ``predictive`` (see :func:`posterior_predictive`).
         predictive_samples: Draws (and simulations) per observation for ``predictive``.
         labels: Parameter names (default: ``posterior.labels`` or ``theta_i``).
@@ -325,7 +326,9 @@ def validate(
                     f"Expected reference_samples of shape (m <= {n}, S_ref >= 2, {d}); got "
                     f"{ref.shape}"
                 )
-            mine = s[: ref.shape[0]]
+            # equal set sizes, so that chance accuracy is 1/2 (sbibm compares 10k vs 10k)
+            k = min(ref.shape[1], s.shape[1])
+            ref, mine = ref[:, :k], s[: ref.shape[0], :k]
             if m == "c2st":
                 results[m] = c2st(keys["c2st"], ref, mine)
             else:

@@ -13,7 +13,7 @@ def test_demo_writes_loadable_outputs(tmp_path, capsys):
     out = tmp_path / "demo"
     rc = main(["demo", "--out", str(out), "--simulations", "400", "--ensemble", "2",
                "--hidden", "8", "--transforms", "2", "--max-epochs", "2", "--samples", "300",
-               "--quiet"])
+               "--test", "60", "--test-samples", "50", "--quiet"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "68% interval" in printed and str(out) in printed
@@ -34,3 +34,30 @@ def test_demo_writes_loadable_outputs(tmp_path, capsys):
         se = draws[:, i].std() * np.sqrt(1 / 4000 + 1 / 300)
         assert abs(draws[:, i].mean() - row["mean"]) < 4 * se
     assert not list(out.glob(".*.tmp"))
+    # the validation stage: its numbers are printed and written
+    metrics = json.loads((out / "validation" / "metrics.json").read_text())
+    assert metrics["num_test"] == 60 and metrics["num_samples"] == 50
+    assert f"{metrics['coverage']['error']:.3f}" in printed
+    for name in ("coverage.png", "ranks.png", "tarp.png", "validation.nc", "samples.npy"):
+        assert (out / "validation" / name).stat().st_size > 0, name
+
+
+def test_validate_command_on_a_saved_posterior(tmp_path, capsys):
+    task = ilijax.tasks.gaussian_linear(dim=2)
+    data = ilijax.simulate(jax.random.key(0), task.prior, task.simulator, 500, progress=False)
+    post, _ = ilijax.npe(jax.random.key(1), data.theta, data.x, prior=task.prior,
+                         estimator=ilijax.estimators.mdn(components=1, hidden=8),
+                         max_epochs=3, progress=False)
+    ilijax.save(post, tmp_path / "post.npz")
+    test = ilijax.simulate(jax.random.key(2), task.prior, task.simulator, 80, progress=False)
+    np.savez(tmp_path / "test.npz", params=np.asarray(test.theta), data=np.asarray(test.x))
+    out = tmp_path / "val"
+    rc = main(["validate", str(tmp_path / "post.npz"), "--data", str(tmp_path / "test.npz"),
+               "--theta-key", "params", "--x-key", "data", "--out", str(out),
+               "--num-samples", "40", "--max-test", "70", "--metrics", "sbc", "coverage",
+               "--no-plots", "--quiet"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_test"] == 70 and set(metrics) >= {"sbc", "coverage"}
+    assert "tarp" not in metrics and not list(out.glob("*.png"))
+    assert "HPD coverage" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Command line: ``ilijax demo`` (more commands come with the pipeline).
+"""Command line: ``ilijax demo`` and ``ilijax validate`` (more come with the pipeline).
 
 This module and ``ilijax.pipeline`` are the only places that print or write files.
 """
@@ -104,9 +104,43 @@ def demo(args: argparse.Namespace) -> int:
                       limits=[(0.0, 1.0)] * task.theta_dim,
                       title="toy: NPE ensemble (blue) vs exact posterior (black)")
     fig.savefig(out / "corner.png", dpi=110)
-    fig = plot_losses(info.train_loss, info.validation_loss, title="NPE training")
+    fig = plot_losses(info, title="NPE training")
     fig.savefig(out / "losses.png", dpi=110)
-    print(f"\nwrote {out}/: {path.name}, history.json, summary.json, corner.png, losses.png")
+
+    # validation: calibration of the posterior over a fresh test set, all in one pass
+    k_test, k_val = jax.random.split(jax.random.fold_in(key, 7))
+    test = ilijax.simulate(k_test, task.prior, task.simulator, args.test, progress=False)
+    t0 = time.perf_counter()
+    report = ilijax.validate(k_val, posterior, test.theta, test.x,
+                             num_samples=args.test_samples, out_dir=out / "validation",
+                             progress=not args.quiet)
+    print(f"\n{report.summary()}")
+    print(f"  ({time.perf_counter() - t0:.1f} s, compile and plots included)")
+    print(f"\nwrote {out}/: {path.name}, history.json, summary.json, corner.png, losses.png, "
+          f"validation/ ({', '.join(sorted(Path(f).name for f in report.files.values()))})")
+    return 0
+
+
+def validate(args: argparse.Namespace) -> int:
+    """Validates a saved posterior on a test set from an ``.npz`` file."""
+    _use_all_cores()
+    import jax
+
+    import ilijax
+
+    posterior = ilijax.load(args.posterior)
+    test = ilijax.data.load_npz(args.data, args.theta_key, args.x_key, nan_policy="raise",
+                                min_rows=2)
+    if args.max_test is not None:
+        test = ilijax.Dataset(test.theta[: args.max_test], test.x[: args.max_test])
+    print(f"validating {posterior!r} on {test.theta.shape[0]} test pairs x "
+          f"{args.num_samples} draws")
+    report = ilijax.validate(
+        jax.random.key(args.seed), posterior, test.theta, test.x, metrics=args.metrics,
+        num_samples=args.num_samples, out_dir=args.out, plots=not args.no_plots,
+        progress=not args.quiet)
+    print(report.summary())
+    print(f"wrote {args.out}/: " + ", ".join(sorted(Path(f).name for f in report.files.values())))
     return 0
 
 
@@ -124,10 +158,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patience", type=int, default=20)
     p.add_argument("--samples", type=int, default=5000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test", type=int, default=300, help="test pairs for the validation")
+    p.add_argument("--test-samples", type=int, default=500, help="draws per test pair")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    from ilijax.diagnostics.report import DEFAULT_METRICS
+
+    v = sub.add_parser("validate", help="validate a saved posterior on a test set")
+    v.add_argument("posterior", help="a posterior written by ilijax.save (.npz)")
+    v.add_argument("--data", required=True, help=".npz file with the test set")
+    v.add_argument("--theta-key", default="theta", help="name of theta in --data")
+    v.add_argument("--x-key", default="x", help="name of x in --data")
+    v.add_argument("--out", default="ilijax-validation", help="output folder")
+    v.add_argument("--num-samples", type=int, default=1000, help="draws per test pair")
+    v.add_argument("--max-test", type=int, default=None, help="use the first N test pairs")
+    v.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
+                   choices=["sbc", "coverage", "tarp", "log_prob", "predictions"])
+    v.add_argument("--no-plots", action="store_true", help="numbers and samples only")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args)
+    if args.command == "validate":
+        return validate(args)
     return 2
 
 

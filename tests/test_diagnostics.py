@@ -411,3 +411,36 @@ def test_posterior_predictive_batch_of_observations(test_set):
     far = D.posterior_predictive(jax.random.key(12), post, TASK.simulator, x[:5] + 3.0,
                                  num_samples=300)
     assert float(jnp.mean(far.pvalue < 0.01)) > 0.9
+
+
+# --------------------------------------------------------------------------- ExactPosterior
+
+
+def test_exact_posterior_broadcasting_and_unnormalised_density():
+    post = ilijax.tasks.ExactPosterior(TASK)
+    x = jnp.zeros((4, DIM))
+    th = jnp.ones((4, 5, DIM)) * 0.1
+    lp = post.log_prob(th, x)
+    assert lp.shape == (4, 5) and post.normalized
+    np.testing.assert_allclose(lp[2, 3], TASK.posterior(x[2]).log_prob(th[2, 3]), rtol=1e-6)
+    assert post.log_prob(th[:, 0], x).shape == (4,)
+    assert post.log_prob(th[0], x[0]).shape == (5,)
+    # two_moons has no closed-form posterior: the density is likelihood x prior, unnormalised,
+    # which still ranks draws exactly, so HPD coverage of its exact draws is calibrated
+    moons = ilijax.tasks.two_moons()
+    ref = ilijax.tasks.ExactPosterior(moons)
+    assert not ref.normalized
+    n = 300
+    kt, kx, ks = jax.random.split(jax.random.key(13), 3)
+    theta = moons.prior.sample(kt, (n,))
+    x = jax.vmap(moons.simulator)(jax.random.split(kx, n), theta)
+    draws = D.sample_test_set(ks, ref, x, 200)
+    cov = D.expected_coverage(ks, draws, theta, posterior=ref, x=x)
+    assert cov.method == "exact" and cov.ks_pvalue > P_MIN
+    levels = np.asarray(cov.levels)
+    inner = (levels > 0) & (levels < 1)
+    sd = np.sqrt(levels * (1 - levels) / n)
+    assert np.all(np.abs(np.asarray(cov.empirical) - levels)[inner]
+                  <= Z * sd[inner] + 1 / 201 + 1e-6)
+    with pytest.raises(ValueError, match="exact posterior draws"):
+        ilijax.tasks.ExactPosterior(ilijax.tasks.slcp())

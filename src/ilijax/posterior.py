@@ -64,6 +64,11 @@ class Posterior:
         x_dim: Dimension of one observation (checked on every call).
         method: The inference method that produced it (``"npe"``).
         labels: Optional parameter names, used by plots.
+
+    Attributes:
+        normalized: True: ``log_prob`` is a normalised density, so the diagnostics use it as is
+            (``log_prob_of_truth`` is exact). Posteriors known only up to a constant per
+            observation (likelihood or ratio estimates) set it False.
     """
 
     def __init__(

@@ -221,7 +221,10 @@ def test_tarp_controls(test_set, draws):
         assert not np.all(binomial_ok(bad.ecp, levels, N_TEST)), name
         assert bad.ks_pvalue < P_FAIL, (name, bad.ks_pvalue)
     over = D.tarp(jax.random.key(7), draws["overconfident"], theta)
-    assert over.atc < -5.0  # sbi's ATC: sum over the 50 levels above 1/2 of ecp - alpha
+    # sbi's ATC, the area between ECP and the diagonal over the upper half of the levels
+    assert over.atc < -0.05 and abs(ok.atc) < 0.02
+    np.testing.assert_allclose(  # by hand, on this grid of 19 levels
+        ok.atc, np.sum((np.asarray(ok.ecp) - levels)[9:]) * 0.05, rtol=1e-5, atol=1e-7)
 
 
 def test_tarp_known_answer_with_fixed_references():

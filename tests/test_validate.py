@@ -67,6 +67,12 @@ def test_files_load_back_and_hold_what_was_computed(written):
              "ranks.png", "tarp.png", "predictions.png", "log_prob.png", "predictive.png"}
     assert names <= {p.name for p in out.iterdir()}
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("metrics.json", "samples.npy", "validation.nc", "corner.png"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name  # not mkstemp's 0600
 
     m = json.loads((out / "metrics.json").read_text())
     assert m == json.loads(json.dumps(report.metrics))

@@ -92,8 +92,9 @@ class TARPResult(NamedTuple):
         upper: ``(L,)`` upper end of the bootstrap band.
         credibility: ``(n_test,)`` per test pair, the fraction of draws closer to the random
             reference point than the truth is; uniform when calibrated.
-        atc: Area to curve as sbi defines it, ``sum_{alpha > 1/2} (ecp - alpha)`` over the
-            ``L`` levels: near 0 when calibrated, negative for over-confident posteriors.
+        atc: Area to curve as sbi's ``check_tarp`` defines it,
+            ``sum((ecp - alpha)[L // 2:]) * dalpha``: near 0 when calibrated, negative for
+            over-confident posteriors (at most 1/8 in size).
         ks_pvalue: Kolmogorov-Smirnov p-value of ``credibility`` against uniformity.
     """
 

@@ -65,9 +65,10 @@ def tarp(
         band: Probability mass of the band.
 
     Returns:
-        A :class:`~ilijax.diagnostics.TARPResult`. ``atc`` follows sbi's definition (the sum of
-        ``ecp - alpha`` over the levels above 1/2), and the KS p-value tests the per-pair
-        credibilities for uniformity.
+        A :class:`~ilijax.diagnostics.TARPResult`. ``atc`` follows sbi's ``check_tarp``
+        (``sum((ecp - alpha)[L // 2:]) * dalpha``, the signed area between the curve and the
+        diagonal over the upper half of the levels), and the KS p-value tests the per-pair
+        credibilities for uniformity (sbi's compares the two curves instead).
     """
     check_band(band, bootstrap)
     lv = check_levels(levels)
@@ -97,6 +98,16 @@ def tarp(
         lower=lo_b,
         upper=hi_b,
         credibility=cred,
-        atc=float(np.sum((ecp_np - lv_np)[lv_np > 0.5])),
+        atc=_atc(lv_np, ecp_np),
         ks_pvalue=float(ks_uniform_pvalue(cred)),
     )
+
+
+def _atc(levels: np.ndarray, ecp: np.ndarray) -> float:
+    """sbi's area to curve: ``sum((ecp - alpha)[L // 2:] * dalpha)`` (``dalpha`` the grid
+    step; for an uneven grid, each level's step to the next)."""
+    if levels.size < 2:
+        return 0.0
+    mid = levels.size // 2
+    step = np.diff(levels, append=levels[-1] + (levels[-1] - levels[-2]))
+    return float(np.sum((ecp[mid:] - levels[mid:]) * step[mid:]))

@@ -154,13 +154,7 @@ def _ilijax_sanity(metrics: dict) -> dict[str, Any]:
             k: cov.get(k) for k in ("error", "bias", "ks_pvalue", "method", "levels", "empirical")
         },
         "tarp": {
-            "atc": tarp.get("atc"),
-            # ilijax sums (ecp - alpha) over its levels; sbi multiplies by d-alpha
-            "atc_times_dalpha": (
-                tarp["atc"] * (tarp["levels"][1] - tarp["levels"][0])
-                if tarp.get("atc") is not None and len(tarp.get("levels", ())) > 1
-                else None
-            ),
+            "atc": tarp.get("atc"),  # sbi's definition (times d-alpha) on both sides
             "ks_pvalue": tarp.get("ks_pvalue"),
         },
         "log_prob": {"mean": lp.get("mean"), "sem": lp.get("sem"), "method": lp.get("method")},
@@ -305,8 +299,7 @@ def print_sanity(res: dict) -> None:
         ("SBC KS p-values", sb and sb["sbc"]["ks_pvalue"], il and il["sbc"]["ks_pvalue"]),
         ("coverage error", sb and sb["coverage"]["error"], il and il["coverage"]["error"]),
         ("coverage bias", sb and sb["coverage"]["bias"], il and il["coverage"]["bias"]),
-        ("TARP ATC (x d-alpha, sbi's)", sb and sb["tarp"]["atc"],
-         il and il["tarp"]["atc_times_dalpha"]),
+        ("TARP ATC (sbi's definition)", sb and sb["tarp"]["atc"], il and il["tarp"]["atc"]),
         ("mean log q(theta_true | x)", sb and sb["log_prob"]["mean"],
          il and il["log_prob"]["mean"]),
     ]

@@ -56,7 +56,9 @@ def posterior_predictive(
 
     Each posterior draw is pushed through the simulator; per data dimension the result reports
     where ``x_obs`` falls among the simulations as a two-sided p-value and a z-score. Small
-    p-values flag dimensions the model (or the posterior) cannot reproduce. For a batch of
+    p-values flag dimensions the model (or the posterior) cannot reproduce. They are
+    conservative: the observation was used to form the posterior, so even for a correct model
+    and posterior they concentrate towards 1 rather than being uniform. For a batch of
     observations, all draws of all observations are simulated together.
 
     Args:

@@ -102,8 +102,6 @@ class Posterior:
             f"theta_{i}" for i in range(self.theta_dim)
         )
         self._log_prob_jit = jax.jit(self._log_prob_pairs)
-        self._log_prob_sharded_jit = jax.jit(
-            jax.vmap(self._log_prob_pairs, in_axes=(None, 0, 0)))
         self._sample_jit = jax.jit(self._sample_batch, static_argnums=(3, 4))
 
     @property
@@ -172,22 +170,8 @@ class Posterior:
         batch = jnp.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
         th = jnp.broadcast_to(theta, batch + (self.theta_dim,)).reshape(-1, self.theta_dim)
         xx = jnp.broadcast_to(x, batch + (self.x_dim,)).reshape(-1, self.x_dim)
-        devices = jax.devices()
-        n = th.shape[0]
-        if len(devices) > 1 and n >= 64 * len(devices):
-            # Pairs are independent: split them over the devices (one CPU device per core, or
-            # several accelerators), each device evaluating its slice in vectorised chunks.
-            nd = len(devices)
-            pad = (-n) % nd
-            th = jnp.concatenate([th, jnp.repeat(th[-1:], pad, 0)]).reshape(nd, -1, th.shape[-1])
-            xx = jnp.concatenate([xx, jnp.repeat(xx[-1:], pad, 0)]).reshape(nd, -1, xx.shape[-1])
-            mesh = Mesh(np.asarray(devices), ("obs",))
-            split = NamedSharding(mesh, PartitionSpec("obs"))
-            out = self._log_prob_sharded_jit(
-                self._replicated_params(mesh), jax.device_put(th, split),
-                jax.device_put(xx, split))
-            return jax.device_put(out.reshape(-1)[:n], devices[0]).reshape(batch)
-        th, xx = jax.device_put(th, devices[0]), jax.device_put(xx, devices[0])
+        device = jax.devices()[0]  # where the params live (inputs may come sharded)
+        th, xx = jax.device_put(th, device), jax.device_put(xx, device)
         return self._log_prob_jit(self._params(), th, xx).reshape(batch)
 
     # ----------------------------------------------------------------------- sampling

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ilijax._files import atomic_write
 from ilijax._version import __version__
 from ilijax.estimators import build
 from ilijax.estimators._support import on_support
@@ -74,16 +74,11 @@ def save(posterior: Posterior, path: str | os.PathLike) -> Path:
         "labels": list(posterior.labels),
     }
     arrays["__spec__"] = np.frombuffer(json.dumps(spec).encode("utf-8"), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def load(path: str | os.PathLike, *, prior=None) -> Posterior:

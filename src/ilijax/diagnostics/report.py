@@ -8,7 +8,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ilijax.diagnostics._common import check_truth
+from ilijax._files import atomic_write
+from ilijax.diagnostics._common import check_draws, check_truth
 from ilijax.diagnostics.c2st import C2STResult, c2st
 from ilijax.diagnostics.coverage import expected_coverage
 from ilijax.diagnostics.logprob import (
@@ -131,25 +131,6 @@ def _num(v: Any) -> float | None:
 
 def _curve(a: Any) -> list:
     return [round(float(v), 6) for v in np.asarray(a)]
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    """Calls ``write(tmp_path)`` for a temporary file next to ``path``, then renames it over
-    ``path``: readers never see a half-written file, and a crash leaves the old one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
@@ -282,8 +263,6 @@ def validate(
     if samples is None:
         s = sample_test_set(keys["samples"], posterior, xt, num_samples, **(sampler_options or {}))
     else:
-        from ilijax.diagnostics._common import check_draws
-
         s = check_draws(samples)
         if s.shape[0] != n or s.shape[2] != d:
             raise ValueError(f"Expected samples of shape ({n}, S, {d}); got {s.shape}")

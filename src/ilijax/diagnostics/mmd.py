@@ -21,11 +21,10 @@ def _sqdist(a, b):
 
 def _mmd_one(p, q, bandwidth):
     m, n = p.shape[0], q.shape[0]
-    dpp, dqq, dpq = _sqdist(p, p), _sqdist(q, q), _sqdist(p, q)
+    dall = _sqdist(jnp.concatenate([p, q]), jnp.concatenate([p, q]))  # pooled, once
+    dpp, dqq, dpq = dall[:m, :m], dall[m:, m:], dall[:m, m:]
     if bandwidth is None:
         # median heuristic: the median pairwise distance of the pooled draws (distinct pairs)
-        pooled = jnp.concatenate([p, q])
-        dall = _sqdist(pooled, pooled)
         iu = jnp.triu_indices(m + n, k=1)
         bw = jnp.sqrt(jnp.median(dall[iu]))
     else:

@@ -30,7 +30,49 @@ from ilijax.estimators._base import Estimator
 
 Array = jax.Array
 
-__all__ = ["Group", "Posterior"]
+__all__ = ["METHODS", "Group", "Posterior", "member_bundle"]
+
+#: Inference methods a Posterior can come from.
+METHODS = ("npe", "nle", "nre")
+
+
+def _no_sample(params, key, context):
+    raise TypeError(
+        "This member models a likelihood or a ratio, not the posterior: it has no direct sampler. "
+        "Use Posterior.sample, which runs MCMC (method='nuts' by default)"
+    )
+
+
+def member_bundle(method: str, bundle, prior: dist.Distribution) -> Estimator:
+    """The bundle a :class:`Posterior` evaluates for one member: ``log_prob(params, theta, x)``.
+
+    - ``"npe"``: ``bundle`` models ``q(theta | x)`` in the unconstrained space; it is wrapped by
+      :func:`ilijax.estimators.on_support`, so ``log_prob`` is the normalised density on the
+      prior's support.
+    - ``"nle"``: ``bundle`` models ``q(x | theta)`` (``y = x``, ``context = theta``); the member
+      term is ``log q(x | theta)``.
+    - ``"nre"``: ``bundle`` is a classifier (``init(key, theta, x)``,
+      ``log_ratio(params, theta, x)``); the member term is ``log r(theta, x)``.
+
+    ``init`` always takes ``(key, theta, x)`` (one example or the training set), so saving and
+    loading treat every method alike.
+    """
+    from ilijax.estimators._support import on_support
+    from ilijax.priors import support_bijector
+
+    if method == "npe":
+        return on_support(bundle, support_bijector(prior))
+    if method == "nle":
+        return Estimator(
+            init=lambda key, theta, x: bundle.init(key, x, theta),
+            log_prob=lambda params, theta, x: bundle.log_prob(params, x, theta),
+            sample=_no_sample,
+            spec=bundle.spec,
+        )
+    if method == "nre":
+        return Estimator(init=bundle.init, log_prob=bundle.log_ratio, sample=_no_sample,
+                         spec=bundle.spec)
+    raise ValueError(f"Expected method in {METHODS}; got {method!r}")
 
 
 class Group(NamedTuple):

@@ -17,7 +17,10 @@ variance of mixture estimates.
 from __future__ import annotations
 
 import math
+import time
+import warnings
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -30,7 +33,7 @@ from ilijax.estimators._base import Estimator
 
 Array = jax.Array
 
-__all__ = ["METHODS", "Group", "Posterior", "member_bundle"]
+__all__ = ["METHODS", "Group", "Posterior", "SamplingInfo", "member_bundle"]
 
 #: Inference methods a Posterior can come from.
 METHODS = ("npe", "nle", "nre")
@@ -89,6 +92,35 @@ class Group(NamedTuple):
     spec: dict | None
 
 
+class SamplingInfo(NamedTuple):
+    """What :meth:`Posterior.sample` did, from ``return_info=True``.
+
+    Attributes:
+        method: The sampler (``"direct"``, ``"nuts"``, ...).
+        num_chains: Chains (walkers for ``aies``/``ess``) per observation.
+        rhat: Rank-normalised split R-hat (Vehtari et al. 2021) per observation and parameter,
+            ``(b, theta_dim)`` (``(theta_dim,)`` for one observation); NaN for ``direct``.
+        ess: Bulk effective sample size, same shape; NaN for ``direct``.
+        stats: Sampler statistics per observation and chain (``acceptance``, ``divergences``,
+            ``step_size``, ...; ``elbo`` for ``vi``), numpy arrays.
+        idata: arviz DataTree with group ``posterior`` (``theta`` with dims
+            ``chain, draw, obs, parameter``), ``observed_data`` (``x``) and ``sample_stats``.
+        seconds: Wall time of the call (compilation included on the first call).
+    """
+
+    method: str
+    num_chains: int
+    rhat: np.ndarray
+    ess: np.ndarray
+    stats: dict
+    idata: Any
+    seconds: float
+
+
+#: R-hat above this marks an observation whose chains disagree (Vehtari et al. 2021).
+RHAT_THRESHOLD = 1.01
+
+
 def _members(params) -> int:
     return jax.tree.leaves(params)[0].shape[0]
 
@@ -138,13 +170,21 @@ class Posterior:
         self.prior = prior
         self.theta_dim = int(prior.event_shape[0])
         self.x_dim = int(x_dim)
+        if method not in METHODS:
+            raise ValueError(f"Expected method in {METHODS}; got {method!r}")
         self.method = method
-        self.normalized = True  # log_prob is a normalised density (NPE)
+        # NPE: a normalised density. NLE/NRE: likelihood (ratio) x prior, known up to a
+        # constant per observation.
+        self.normalized = method == "npe"
+        from ilijax.priors import support_bijector
+
+        self._bijector = support_bijector(prior)
         self.labels = tuple(labels) if labels is not None else tuple(
             f"theta_{i}" for i in range(self.theta_dim)
         )
         self._log_prob_jit = jax.jit(self._log_prob_pairs)
         self._sample_jit = jax.jit(self._sample_batch, static_argnums=(3, 4))
+        self._mcmc_cache: dict = {}
 
     @property
     def num_members(self) -> int:
@@ -166,10 +206,18 @@ class Posterior:
             out.append(jax.vmap(g.estimator.log_prob, in_axes=(0, None, None))(p, theta, x))
         return jnp.concatenate(out)
 
-    def _log_prob_pair(self, params, theta, x):
+    def _mixture(self, params, theta, x):
         lps = self._member_log_prob(params, theta, x)
         logw = jnp.log(jnp.asarray(self.weights, jnp.float32))
         return jax.nn.logsumexp(jnp.where(self.weights > 0, logw + lps, -jnp.inf))
+
+    def _log_prob_pair(self, params, theta, x):
+        lp = self._mixture(params, theta, x)
+        if self.method == "npe":
+            return lp
+        inside = self._bijector.codomain(theta)
+        lp = lp + self.prior.log_prob(theta)
+        return jnp.where(inside & ~jnp.isnan(lp), lp, -jnp.inf)
 
     def _log_prob_pairs(self, params, theta, x):
         one = lambda a: self._log_prob_pair(params, a[0], a[1])  # noqa: E731
@@ -190,6 +238,11 @@ class Posterior:
 
     def log_prob(self, theta: Array, x: Array) -> Array:
         """The mixture log-density ``log q(theta | x)`` in theta-space.
+
+        NPE: the normalised posterior density. NLE: ``log sum_k w_k q_k(x | theta) +
+        log p(theta)``; NRE: ``log sum_k w_k r_k(theta, x) + log p(theta)``: the posterior up to
+        a constant per observation (``self.normalized`` is False), which is all MCMC, the
+        coverage ranking and ``ilijax.diagnostics`` need.
 
         Shapes broadcast like the samples: ``theta (d,)`` with ``x (x_dim,)`` gives ``()``;
         ``theta (n, d)`` with ``x (x_dim,)`` gives ``(n,)``; ``theta (b, d)`` with
@@ -255,49 +308,220 @@ class Posterior:
         return jax.lax.map(fn, (keys, x), batch_size=chunk)
 
     def sample(
-        self, key: Array, x: Array, num_samples: int, *, chunk_size: int | None = None
-    ) -> Array:
+        self,
+        key: Array,
+        x: Array,
+        num_samples: int,
+        *,
+        method: str | None = None,
+        chunk_size: int | None = None,
+        return_info: bool = False,
+        num_chains: int | None = None,
+        init: str = "sir",
+        num_candidates: int = 1000,
+        **options,
+    ):
         """Draws from the posterior for one observation or a whole batch in one call.
 
         Args:
             key: PRNG key. For a batch, observation ``i`` uses ``jax.random.split(key, b)[i]``,
-                so ``sample(key, x)[i] == sample(split(key, b)[i], x[i])``.
+                so ``sample(key, x)[i] == sample(split(key, b)[i], x[i])`` for every method.
             x: One observation ``(x_dim,)`` or a batch ``(b, x_dim)``.
             num_samples: Draws per observation.
-            chunk_size: Observations processed at once (vectorised); default: all, unless that
-                exceeds about 2^21 draws, in which case chunks are formed (a ``lax.map``). When
-                several devices are present and no chunking is needed, the observations are
-                split over the devices (same draws as on one device).
+            method: ``"direct"`` (NPE's own sampler, its default), ``"nuts"`` (the default for
+                NLE/NRE), ``"hmc"``, ``"mala"``, ``"slice"``, ``"aies"``, ``"ess"`` or ``"vi"``
+                (see :mod:`ilijax.samplers`). Every method but ``direct`` works on
+                ``log_prob`` in the unconstrained space of the prior's support, so draws
+                never leave the support, and runs all chains of all observations in one
+                compiled program.
+            chunk_size: Observations processed at once (vectorised); default: all (``direct``
+                forms chunks when a call would exceed about 2^21 draws). When several devices
+                are present, the observations are split over them (same draws as on one).
+            return_info: Also return a :class:`SamplingInfo` (R-hat, ESS, sampler statistics
+                and an arviz DataTree).
+            num_chains: Chains per observation (MCMC); default 4, or ``max(4 dim, 16)``
+                walkers for ``aies``/``ess``. Each chain keeps ``ceil(num_samples /
+                num_chains)`` draws after warm-up and thinning, and the first ``num_samples``
+                of the chains laid end to end are returned.
+            init: Starting points of the chains: ``"sir"`` (default: ``num_candidates`` prior
+                draws, of which ``num_chains`` are picked without replacement with
+                probabilities proportional to likelihood x prior / prior, i.e. sampling
+                importance resampling, which spreads chains over the modes by their mass) or
+                ``"prior"`` (plain prior draws).
+            num_candidates: Prior draws screened by ``init="sir"``.
+            **options: Passed to the sampler, e.g. ``num_warmup``, ``thin``,
+                ``target_acceptance``, ``max_num_doublings`` (nuts),
+                ``num_integration_steps`` (hmc), ``width`` (slice), ``steps`` (vi).
 
         Returns:
             ``(num_samples, theta_dim)`` for one observation, ``(b, num_samples, theta_dim)``
-            for a batch. Every draw lies in the prior support.
+            for a batch; with ``return_info`` a pair ``(draws, SamplingInfo)``. MCMC methods
+            warn (naming them) about observations whose R-hat exceeds 1.01.
         """
+        from ilijax import samplers
+
         num_samples = int(num_samples)
         if num_samples < 1:
             raise ValueError(f"Expected num_samples >= 1; got {num_samples}")
+        method = method or ("direct" if self.method == "npe" else "nuts")
+        if method not in samplers.METHODS:
+            raise ValueError(f"Expected method in {samplers.METHODS}; got {method!r}")
+        if method == "direct" and self.method != "npe":
+            raise ValueError(
+                f"Expected an MCMC or VI method for a {self.method.upper()} posterior (it has "
+                f"no direct sampler); got method='direct'. Use e.g. method='nuts'"
+            )
+        if method == "direct" and (options or num_chains is not None):
+            raise ValueError(
+                f"Expected no sampler options for method='direct'; got "
+                f"{sorted([*options, *(['num_chains'] if num_chains is not None else [])])}"
+            )
         x = self._check_x(x)
         single = x.ndim == 1
         xb = x[None] if single else x
         keys = key[None] if single else jax.random.split(key, xb.shape[0])
+        t0 = time.perf_counter()
+        if method == "direct":
+            out = self._sample_direct(keys, xb, num_samples, chunk_size)
+            if not return_info:
+                return out[0] if single else out
+            draws = np.asarray(out)
+            info = self._info("direct", draws[:, None], np.asarray(xb), {}, 1,
+                              time.perf_counter() - t0, check=False)
+            return (out[0] if single else out), _squeeze_info(info, single)
+        if init not in ("sir", "prior"):
+            raise ValueError(f"Expected init in ('sir', 'prior'); got {init!r}")
+        chains = samplers.default_num_chains(method, self.theta_dim) if num_chains is None \
+            else num_chains
+        if isinstance(chains, bool) or not isinstance(chains, int | np.integer) or chains < 1:
+            raise ValueError(f"Expected num_chains to be a positive int; got {num_chains!r}")
+        if int(num_candidates) < int(chains):
+            raise ValueError(
+                f"Expected num_candidates >= num_chains ({chains}); got {num_candidates}"
+            )
+        cache_key = (method, num_samples, int(chains), init, int(num_candidates),
+                     tuple(sorted(options.items())), chunk_size)
+        fn = self._mcmc_cache.get(cache_key)
+        if fn is None:
+            run = partial(samplers.get(method), **options)
+            fn = jax.jit(partial(self._mcmc_batch, run, num_samples, int(chains), init,
+                                 int(num_candidates), chunk_size))
+            self._mcmc_cache[cache_key] = fn
+        theta, stats = self._run_over_devices(fn, keys, xb)
+        theta = np.asarray(theta)  # (b, chains, per_chain, d)
+        b, c, per_chain, d = theta.shape
+        out = jnp.asarray(theta.reshape(b, c * per_chain, d)[:, :num_samples])
+        info = self._info(method, theta, np.asarray(xb),
+                          {k: np.asarray(v) for k, v in stats.items()}, c,
+                          time.perf_counter() - t0, check=c * per_chain > 3)
+        out = out[0] if single else out
+        return (out, _squeeze_info(info, single)) if return_info else out
+
+    def _sample_direct(self, keys, xb, num_samples, chunk_size):
         if chunk_size is None:
             chunk_size = max(1, (1 << 21) // (num_samples * max(1, self.num_members // 2)))
+        if chunk_size >= xb.shape[0]:
+            return self._run_over_devices(
+                lambda p, k, xx: self._sample_jit(p, k, xx, num_samples, int(chunk_size)),
+                keys, xb)
+        return self._sample_jit(self._params(), keys, xb, num_samples, int(chunk_size))
+
+    def _run_over_devices(self, fn, keys, xb):
+        """``fn(params, keys, x)`` with the observations split over the devices (one CPU device
+        per core, or several accelerators), padded to a multiple of the device count; results
+        come back on the default device and equal a single-device run."""
         b = xb.shape[0]
         devices = jax.devices()
-        if len(devices) > 1 and b >= len(devices) and chunk_size >= b:
-            # Observations are independent: split them over the devices (one CPU device per
-            # core, or several accelerators), padding to a multiple of the device count.
-            pad = (-b) % len(devices)
-            mesh = Mesh(np.asarray(devices), ("obs",))
-            split = NamedSharding(mesh, PartitionSpec("obs"))
-            keys = jax.device_put(jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, 0)]), split)
-            xb = jax.device_put(jnp.concatenate([xb, jnp.repeat(xb[-1:], pad, 0)]), split)
-            params = self._replicated_params(mesh)
-            out = self._sample_jit(params, keys, xb, num_samples, int(chunk_size))
-            out = jax.device_put(out, devices[0])[:b]  # back on the default device
+        if len(devices) < 2 or b < len(devices):
+            return fn(self._params(), keys, xb)
+        pad = (-b) % len(devices)
+        mesh = Mesh(np.asarray(devices), ("obs",))
+        split = NamedSharding(mesh, PartitionSpec("obs"))
+        keys = jax.device_put(jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, 0)]), split)
+        xb = jax.device_put(jnp.concatenate([xb, jnp.repeat(xb[-1:], pad, 0)]), split)
+        out = fn(self._replicated_params(mesh), keys, xb)
+        return jax.tree.map(lambda a: jax.device_put(a, devices[0])[:b], out)
+
+    # ----------------------------------------------------------------------- MCMC / VI
+
+    def _logdensity_u(self, params, u, x):
+        """Unnormalised log posterior of ``u`` in the unconstrained space: log density at
+        ``theta = T(u)`` plus ``log |det J_T(u)|`` (the change of variables)."""
+        theta = self._bijector(u)
+        lp = self._log_prob_pair(params, theta, x) + self._bijector.log_abs_det_jacobian(u, theta)
+        return jnp.where(jnp.isnan(lp), -jnp.inf, lp)
+
+    def _initial_positions(self, params, key, x, num_chains, init, num_candidates):
+        from ilijax.estimators._support import to_unconstrained
+
+        k_prior, k_pick = jax.random.split(key)
+        theta = self.prior.sample(k_prior, (num_candidates,))
+        u = to_unconstrained(self._bijector, theta)
+        if init == "prior":
+            return u[:num_chains]
+        # SIR: weights likelihood x prior / prior; for NPE q / prior.
+        logw = jax.vmap(self._mixture, in_axes=(None, 0, None))(params, theta, x)
+        if self.method == "npe":
+            logw = logw - self.prior.log_prob(theta)
+        logw = jnp.where(jnp.isfinite(logw), logw, -jnp.inf)
+        # Gumbel top-k: num_chains candidates without replacement, by weight.
+        g = jax.random.gumbel(k_pick, logw.shape)
+        _, idx = jax.lax.top_k(jnp.where(jnp.isfinite(logw), logw + g, -1e30 + g), num_chains)
+        return u[idx]
+
+    def _mcmc_batch(self, run, num_samples, num_chains, init, num_candidates, chunk_size,
+                    params, keys, xb):
+        def one(args):
+            key, x = args
+            k_init, k_run = jax.random.split(key)
+            u0 = self._initial_positions(params, k_init, x, num_chains, init, num_candidates)
+            logdensity = lambda u: self._logdensity_u(params, u, x)  # noqa: E731
+            u, stats = run(k_run, logdensity, u0, num_samples)
+            return self._bijector(u), stats
+
+        if chunk_size is None or chunk_size >= xb.shape[0]:
+            return jax.vmap(one)((keys, xb))
+        return jax.lax.map(one, (keys, xb), batch_size=int(chunk_size))
+
+    def _info(self, method, theta, xb, stats, num_chains, seconds, *, check):
+        """R-hat and ESS with arviz for every observation and parameter at once, the DataTree,
+        and a warning naming observations whose R-hat exceeds ``RHAT_THRESHOLD``."""
+        import arviz as az
+        import xarray as xr
+
+        b, c, per_chain, d = theta.shape
+        coords = {"obs": np.arange(b), "parameter": list(self.labels)}
+        idata = az.from_dict(
+            {"posterior": {"theta": theta.transpose(1, 2, 0, 3)},
+             "observed_data": {"x": xb}},
+            dims={"theta": ["obs", "parameter"], "x": ["obs", "x_dim"]},
+            coords=coords,
+        )
+        chain_stats = {k: v for k, v in stats.items() if v.shape[:2] == (b, c)}
+        if chain_stats:
+            idata["sample_stats"] = xr.DataTree(xr.Dataset(
+                {k: (("obs", "chain") + tuple(f"{k}_dim_{i}" for i in range(v.ndim - 2)), v)
+                 for k, v in chain_stats.items()}, coords={"obs": np.arange(b)}))
+        if check:
+            rhat = np.asarray(az.rhat(idata, var_names=["theta"])["theta"]).reshape(b, d)
+            ess = np.asarray(az.ess(idata, var_names=["theta"], method="bulk")["theta"]).reshape(
+                b, d)
+            worst = np.nanmax(np.where(np.isfinite(rhat), rhat, np.inf), axis=1)
+            bad = np.flatnonzero(worst > RHAT_THRESHOLD)
+            if bad.size:
+                shown = ", ".join(f"{i} ({worst[i]:.3f})" for i in bad[:10])
+                more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+                warnings.warn(
+                    f"{bad.size} of {b} observations have R-hat > {RHAT_THRESHOLD} with "
+                    f"method={method!r} (index (max R-hat)): {shown}{more}. Their chains "
+                    f"disagree (multimodal posterior or too few steps): raise num_warmup or "
+                    f"num_samples, or check with more chains",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         else:
-            out = self._sample_jit(self._params(), keys, xb, num_samples, int(chunk_size))
-        return out[0] if single else out
+            rhat = ess = np.full((b, d), np.nan)
+        return SamplingInfo(method, int(num_chains), rhat, ess, stats, idata, float(seconds))
 
     def _replicated_params(self, mesh):
         if getattr(self, "_replicated", None) is None or self._replicated[0] != mesh:
@@ -312,3 +536,10 @@ class Posterior:
             f"theta_dim={self.theta_dim}, x_dim={self.x_dim}, "
             f"weights={np.round(self.weights, 3).tolist()})"
         )
+
+
+def _squeeze_info(info: SamplingInfo, single: bool) -> SamplingInfo:
+    if not single:
+        return info
+    return info._replace(rhat=info.rhat[0], ess=info.ess[0],
+                         stats={k: v[0] for k, v in info.stats.items()})

@@ -7,6 +7,8 @@ import importlib
 from ilijax.estimators._base import Estimator as Estimator
 from ilijax.estimators._base import standardized as standardized
 from ilijax.estimators._support import on_support as on_support
+from ilijax.estimators.classifier import Classifier as Classifier
+from ilijax.estimators.classifier import classifier as classifier
 from ilijax.estimators.made import made as made
 from ilijax.estimators.maf import maf as maf
 from ilijax.estimators.mdn import mdn as mdn
@@ -20,6 +22,7 @@ REGISTRY: dict[str, str] = {
     "maf": "ilijax.estimators.maf:maf",
     "nsf": "ilijax.estimators.nsf:nsf",
     "realnvp": "ilijax.estimators.realnvp:realnvp",
+    "classifier": "ilijax.estimators.classifier:classifier",
 }
 
 
@@ -37,8 +40,10 @@ def build(spec: dict) -> Estimator:
 
 __all__ = [
     "REGISTRY",
+    "Classifier",
     "Estimator",
     "build",
+    "classifier",
     "made",
     "maf",
     "mdn",

@@ -25,8 +25,7 @@ import numpy as np
 from ilijax._files import atomic_write
 from ilijax._version import __version__
 from ilijax.estimators import build
-from ilijax.estimators._support import on_support
-from ilijax.posterior import Group, Posterior
+from ilijax.posterior import METHODS, Group, Posterior, member_bundle
 from ilijax.priors import prior_from_spec, prior_to_spec, support_bijector
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "load", "save"]
@@ -106,8 +105,8 @@ def load(path: str | os.PathLike, *, prior=None) -> Posterior:
             f"Expected format version <= {FORMAT_VERSION}; got {spec['version']} (written by "
             f"ilijax {spec.get('ilijax_version')}); upgrade ilijax"
         )
-    if spec["method"] != "npe":
-        raise ValueError(f"Expected method 'npe'; got {spec['method']!r}")
+    if spec["method"] not in METHODS:
+        raise ValueError(f"Expected method in {METHODS}; got {spec['method']!r} in {path}")
     prior = prior if prior is not None else prior_from_spec(spec["prior"])
     bijector = support_bijector(prior)
     theta0 = jnp.zeros(spec["theta_dim"], jnp.float32)
@@ -115,7 +114,7 @@ def load(path: str | os.PathLike, *, prior=None) -> Posterior:
     groups = []
     for i, g in enumerate(spec["groups"]):
         core = build(g["estimator"])
-        est = on_support(core, bijector)
+        est = member_bundle(spec["method"], core, prior)
         shapes = jax.eval_shape(
             jax.vmap(est.init, in_axes=(0, None, None)),
             jax.random.split(jax.random.key(0), g["members"]), bijector(theta0), x0,

@@ -1,0 +1,133 @@
+"""The MCMC samplers: invariance of a known target, a negative control, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ilijax import samplers
+from ilijax.samplers import mcmc
+
+MU = jnp.array([1.0, -2.0])
+COV = jnp.array([[1.0, 0.8], [0.8, 1.0]])
+PREC = jnp.linalg.inv(COV)
+Z = 4.5  # two-sided bound per statistic; 5 statistics per sampler: false alarm < 4e-5
+
+
+def gaussian(u, prec=PREC):
+    d = u - MU
+    return -0.5 * d @ prec @ d
+
+
+def exact_draws(key, n):
+    return MU + jax.random.normal(key, (n, 2)) @ jnp.linalg.cholesky(COV).T
+
+
+def moment_z(draws):
+    """z-scores of the sample mean (2) and covariance entries (3) of iid draws of N(MU, COV)."""
+    n = draws.shape[0]
+    mean = draws.mean(0)
+    c = np.cov(draws.T)
+    cov = np.asarray(COV)
+    z_mean = (mean - np.asarray(MU)) / np.sqrt(np.diag(cov) / n)
+    # Var of a sample covariance entry of a Gaussian: (S_ii S_jj + S_ij^2) / n.
+    z_cov = [(c[i, j] - cov[i, j]) / np.sqrt((cov[i, i] * cov[j, j] + cov[i, j] ** 2) / n)
+             for i, j in ((0, 0), (0, 1), (1, 1))]
+    return np.concatenate([z_mean, z_cov])
+
+
+def final_states(method, logdensity, n_chains, steps, key, **options):
+    """Independent single chains, each started at an exact draw, run ``steps`` steps; the last
+    state of each chain is an exact draw if the kernel leaves the target invariant."""
+    init = exact_draws(jax.random.fold_in(key, 1), n_chains)
+    run = samplers.get(method)
+
+    @jax.jit
+    def go(keys, init):
+        return jax.vmap(lambda k, u: run(k, logdensity, u[None], steps, num_warmup=0,
+                                         **options)[0])(keys, init)
+
+    out = go(jax.random.split(key, n_chains), init)  # (n, 1, steps, 2)
+    return np.asarray(out[:, 0, -1])
+
+
+@pytest.mark.parametrize("method", ["nuts", "hmc", "mala", "slice"])
+def test_single_chain_samplers_leave_the_target_invariant(method):
+    draws = final_states(method, gaussian, 2000, 10, jax.random.key(0))
+    z = moment_z(draws)
+    assert np.all(np.abs(z) < Z), z
+
+
+@pytest.mark.parametrize("method", ["aies", "ess"])
+def test_ensemble_samplers_leave_the_target_invariant(method):
+    # 1000 independent ensembles of 8 walkers started at exact draws; walker 0 of each after
+    # 10 moves is an exact draw (walkers of one ensemble are correlated, ensembles are not).
+    n, walkers = 1000, 8
+    key = jax.random.key(1)
+    init = exact_draws(jax.random.fold_in(key, 1), n * walkers).reshape(n, walkers, 2)
+    run = samplers.get(method)
+    go = jax.jit(jax.vmap(lambda k, u: run(k, gaussian, u, 10 * walkers, num_warmup=0,
+                                           thin=1)[0]))
+    out = go(jax.random.split(key, n), init)  # (n, walkers, 10, 2)
+    assert out.shape == (n, walkers, 10, 2)
+    z = moment_z(np.asarray(out[:, 0, -1]))
+    assert np.all(np.abs(z) < Z), z
+
+
+def test_negative_control_a_wrong_target_is_detected():
+    # NUTS on a target with half the covariance, started at draws of the true one: the chains
+    # contract, and the same check must fail.
+    draws = final_states("nuts", lambda u: gaussian(u, 2.0 * PREC), 2000, 10, jax.random.key(2))
+    z = moment_z(draws)
+    assert np.max(np.abs(z)) > Z, z
+
+
+@pytest.mark.parametrize("method", ["nuts", "mala"])
+def test_adapted_chains_from_a_far_start_reach_the_target(method):
+    # With window adaptation, 4 chains started far away; the pooled draws match the target
+    # within bounds that use the effective sample size (Monte Carlo standard error).
+    init = jnp.array([[8.0, 8.0], [-8.0, 5.0], [6.0, -9.0], [-5.0, -5.0]])
+    run = jax.jit(lambda k: samplers.get(method)(k, gaussian, init, 4000, num_warmup=300))
+    draws, stats = run(jax.random.key(3))
+    assert draws.shape == (4, 1000, 2)
+    import arviz as az
+
+    ess = np.asarray(az.ess(np.asarray(draws)[..., 0], method="mean"))
+    x = np.asarray(draws).reshape(-1, 2)
+    se = np.sqrt(np.diag(np.asarray(COV)) / ess)
+    assert np.all(np.abs(x.mean(0) - np.asarray(MU)) < Z * se)
+    assert float(np.asarray(az.rhat(np.asarray(draws)[..., 0]))) < 1.05
+    assert np.all(np.asarray(stats["acceptance"]) > 0.3)
+
+
+def test_thinning_keeps_every_kth_state():
+    init = jnp.zeros((1, 2))
+    a, _ = jax.jit(lambda k: mcmc.slice(k, gaussian, init, 20, num_warmup=0, thin=1))(
+        jax.random.key(4))
+    b, _ = jax.jit(lambda k: mcmc.slice(k, gaussian, init, 5, num_warmup=0, thin=4))(
+        jax.random.key(4))
+    assert a.shape == (1, 20, 2) and b.shape == (1, 5, 2)
+    assert np.isfinite(np.asarray(b)).all()
+
+
+def test_errors_name_the_field():
+    init = jnp.zeros((4, 2))
+    with pytest.raises(ValueError, match="num_samples"):
+        mcmc.nuts(jax.random.key(0), gaussian, init, 0)
+    with pytest.raises(ValueError, match="thin"):
+        mcmc.nuts(jax.random.key(0), gaussian, init, 10, thin=0)
+    with pytest.raises(ValueError, match="init of shape"):
+        mcmc.nuts(jax.random.key(0), gaussian, jnp.zeros(2), 10)
+    with pytest.raises(ValueError, match="walkers"):
+        mcmc.aies(jax.random.key(0), gaussian, jnp.zeros((3, 2)), 10)
+    with pytest.raises(ValueError, match="num_integration_steps"):
+        mcmc.hmc(jax.random.key(0), gaussian, init, 10, num_integration_steps=0)
+    with pytest.raises(ValueError, match="method"):
+        samplers.get("gibbs")
+
+
+def test_default_chains():
+    assert samplers.default_num_chains("nuts", 5) == 4
+    assert samplers.default_num_chains("aies", 5) == 20
+    assert samplers.default_num_chains("ess", 2) == 16
+    assert samplers.default_num_chains("vi", 5) == 1

@@ -1,7 +1,9 @@
 """ilijax: JAX-native implicit likelihood inference (simulation-based inference).
 
 Simulate ``(theta, x)`` pairs, train ensembles of neural posterior estimators in one compiled
-program, sample posteriors for whole test sets in one call, and save them without pickle::
+program, sample posteriors for whole test sets in one call (directly for NPE, by MCMC or VI for
+NLE and NRE, all chains of all observations in one compiled program), and save them without
+pickle::
 
     import jax, ilijax
     task = ilijax.tasks.two_moons()
@@ -18,15 +20,19 @@ from ilijax import estimators as estimators
 from ilijax import nn as nn
 from ilijax import plots as plots
 from ilijax import priors as priors
+from ilijax import samplers as samplers
 from ilijax import tasks as tasks
 from ilijax._version import __version__ as __version__
 from ilijax.data import Dataset as Dataset
 from ilijax.diagnostics import validate as validate
 from ilijax.estimators import Estimator as Estimator
+from ilijax.inference.nle import nle as nle
 from ilijax.inference.npe import npe as npe
+from ilijax.inference.nre import nre as nre
 from ilijax.io import load as load
 from ilijax.io import save as save
 from ilijax.posterior import Posterior as Posterior
+from ilijax.posterior import SamplingInfo as SamplingInfo
 from ilijax.simulate import simulate as simulate
 from ilijax.train import FitInfo as FitInfo
 from ilijax.train import fit as fit
@@ -36,16 +42,20 @@ __all__ = [
     "Estimator",
     "FitInfo",
     "Posterior",
+    "SamplingInfo",
     "__version__",
     "data",
     "diagnostics",
     "estimators",
     "fit",
     "load",
+    "nle",
     "nn",
-    "plots",
     "npe",
+    "nre",
+    "plots",
     "priors",
+    "samplers",
     "save",
     "simulate",
     "tasks",

@@ -2,7 +2,10 @@
 
 from ilijax.inference._ensemble import ensemble_weights as ensemble_weights
 from ilijax.inference._ensemble import stacking_weights as stacking_weights
+from ilijax.inference.nle import nle as nle
+from ilijax.inference.nle import nle_loss as nle_loss
 from ilijax.inference.npe import npe as npe
 from ilijax.inference.npe import npe_loss as npe_loss
+from ilijax.inference.nre import nre as nre
 
-__all__ = ["ensemble_weights", "npe", "npe_loss", "stacking_weights"]
+__all__ = ["ensemble_weights", "nle", "nle_loss", "npe", "npe_loss", "nre", "stacking_weights"]

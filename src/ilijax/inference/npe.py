@@ -101,47 +101,14 @@ def npe(
     prior = validate_prior(prior)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"Expected weighting in {WEIGHTINGS}; got {weighting!r}")
-    if int(ensemble) < 1:
-        raise ValueError(f"Expected ensemble >= 1; got {ensemble}")
-    estimators = [estimator] if isinstance(estimator, Estimator) else (
-        [_default_estimator()] if estimator is None else list(estimator))
-    if not estimators or not all(isinstance(e, Estimator) for e in estimators):
-        raise ValueError(
-            f"Expected estimator to be an Estimator bundle or a list of them; got {estimator!r}"
-        )
+    estimators = check_estimators(estimator, ensemble)
     dataset = _data.check_data(theta, x, nan_policy=nan_policy)
-    if dataset.x.ndim != 2:
-        raise ValueError(
-            f"Expected x of shape (n, x_dim); got {dataset.x.shape}. Flatten it, or use an "
-            f"embedding network"
-        )
-    theta_dim = int(prior.event_shape[0])
-    if dataset.theta.shape[1] != theta_dim:
-        raise ValueError(
-            f"Expected theta with {theta_dim} columns (the prior's event shape); got "
-            f"{dataset.theta.shape[1]}"
-        )
-    _data.check_theta_in_support(prior, dataset.theta)
-    bijector = support_bijector(prior)
-    on_edge = ~np.all(np.isfinite(np.asarray(bijector.inv(dataset.theta))), axis=1)
-    if on_edge.any():
-        warnings.warn(
-            f"{int(on_edge.sum())} of {on_edge.size} rows of theta lie exactly on the boundary of "
-            f"the prior support; they are treated as lying just inside it",
-            UserWarning,
-            stacklevel=2,
-        )
+    bijector = check_npe_dataset(prior, dataset, stacklevel=3)
 
     k_split, k_init, k_fit = jax.random.split(key, 3)
     train, val = _data.split(k_split, dataset, validation_fraction)
     wrapped = [on_support(e, bijector) for e in estimators]
-    params = []
-    for i, w in enumerate(wrapped):
-        keys = jax.random.split(jax.random.fold_in(k_init, i), int(ensemble))
-        # One compiled init per group (eager vmap of a flax init dispatches op by op: 2-3x
-        # slower for a 5-layer spline flow).
-        init = jax.jit(jax.vmap(w.init, in_axes=(0, None, None)))
-        params.append(init(keys, train.theta, train.x))
+    params = init_members(k_init, wrapped, ensemble, train)
     losses = [npe_loss(w) for w in wrapped]
     params, info = fit(k_fit, params, losses, train, val,
                        validation_fraction=validation_fraction, **fit_options)
@@ -155,3 +122,67 @@ def npe(
     posterior = Posterior(groups, weights, prior, x_dim=dataset.x.shape[1], method="npe",
                           labels=labels)
     return posterior, info
+
+
+# Set-up shared with ``ilijax.inference.sequential`` (SNPE trains the same bundles round by round).
+
+
+def check_estimators(
+    estimator: Estimator | Sequence[Estimator] | None, ensemble: int
+) -> list[Estimator]:
+    """The list of bundles (one group each) from ``estimator``; checks ``ensemble >= 1``."""
+    if int(ensemble) < 1:
+        raise ValueError(f"Expected ensemble >= 1; got {ensemble}")
+    estimators = [estimator] if isinstance(estimator, Estimator) else (
+        [_default_estimator()] if estimator is None else list(estimator))
+    if not estimators or not all(isinstance(e, Estimator) for e in estimators):
+        raise ValueError(
+            f"Expected estimator to be an Estimator bundle or a list of them; got {estimator!r}"
+        )
+    return estimators
+
+
+def check_npe_dataset(
+    prior, dataset: _data.Dataset, *, stacklevel: int = 2, warn_edge: bool = True
+):
+    """Checks a checked dataset against the prior and returns the prior's support bijector.
+
+    ``x`` must be ``(n, x_dim)``, ``theta`` must have the prior's columns and lie in its support;
+    rows exactly on the boundary of a closed support are counted in a warning (``warn_edge``).
+    """
+    if dataset.x.ndim != 2:
+        raise ValueError(
+            f"Expected x of shape (n, x_dim); got {dataset.x.shape}. Flatten it, or use an "
+            f"embedding network"
+        )
+    theta_dim = int(prior.event_shape[0])
+    if dataset.theta.shape[1] != theta_dim:
+        raise ValueError(
+            f"Expected theta with {theta_dim} columns (the prior's event shape); got "
+            f"{dataset.theta.shape[1]}"
+        )
+    _data.check_theta_in_support(prior, dataset.theta)
+    bijector = support_bijector(prior)
+    if warn_edge:
+        on_edge = ~np.all(np.isfinite(np.asarray(bijector.inv(dataset.theta))), axis=1)
+        if on_edge.any():
+            warnings.warn(
+                f"{int(on_edge.sum())} of {on_edge.size} rows of theta lie exactly on the "
+                f"boundary of the prior support; they are treated as lying just inside it",
+                UserWarning,
+                stacklevel=stacklevel,
+            )
+    return bijector
+
+
+def init_members(key: jax.Array, wrapped: Sequence[Estimator], ensemble: int, train) -> list:
+    """Stacked params of ``ensemble`` members per group, standardised on ``train``."""
+    params = []
+    for i, w in enumerate(wrapped):
+        keys = jax.random.split(jax.random.fold_in(key, i), int(ensemble))
+        # One compiled init per group (eager vmap of a flax init dispatches op by op: 2-3x
+        # slower for a 5-layer spline flow).
+        init = jax.jit(jax.vmap(w.init, in_axes=(0, None, None)))
+        params.append(init(keys, train.theta, train.x))
+    return params
+

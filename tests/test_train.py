@@ -167,3 +167,14 @@ def test_odd_ensemble_is_padded_for_sharding_and_matches(data):
     assert a["mu"].shape == (5, 2)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+
+
+def test_a_lone_member_is_not_sharded_by_default(data):
+    # Padding one member to one copy per device would multiply the work for nothing.
+    train, val = data
+    kw = dict(max_epochs=2, patience=None, progress=False)
+    _, one = fit(jax.random.key(2), stack_members(jax.random.key(1), init_gauss, 1), gauss_loss,
+                 train, val, **kw)
+    _, two = fit(jax.random.key(2), stack_members(jax.random.key(1), init_gauss, 2), gauss_loss,
+                 train, val, **kw)
+    assert one.sharded == (False,) and two.sharded == (True,)

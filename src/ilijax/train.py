@@ -169,7 +169,8 @@ def fit(
         clip_norm: Global-norm gradient clipping (default 5.0, as sbi); ``None`` disables it.
         progress: Show a progress bar (epochs, best validation loss, members still training).
         shard: Shard the member axis over devices; ``None`` does so when more than one device
-            is present (groups are padded to a multiple of the device count).
+            is present and there is more than one member (groups are padded to a multiple of
+            the device count).
         validation_chunk: Rows per call when evaluating the validation loss.
 
     Returns:
@@ -207,7 +208,9 @@ def fit(
     patience_ = np.iinfo(np.int32).max if patience is None else int(patience)
 
     devices = jax.devices()
-    use_mesh = len(devices) > 1 and (shard is None or shard)
+    # A lone member gains nothing from a mesh (it would be padded to one copy per device and
+    # run them all), so the default shards only ensembles.
+    use_mesh = len(devices) > 1 and (bool(shard) if shard is not None else sum(sizes) > 1)
     # With a mesh, a group whose size is not a multiple of the device count is padded with
     # inactive copies of its first member (computed, never trained or returned), so that e.g.
     # 5 members still split 3 + 3 over 2 devices instead of running on one.

@@ -130,4 +130,4 @@ def test_default_chains():
     assert samplers.default_num_chains("nuts", 5) == 4
     assert samplers.default_num_chains("aies", 5) == 20
     assert samplers.default_num_chains("ess", 2) == 16
-    assert samplers.default_num_chains("vi", 5) == 1
+    assert samplers.default_num_chains("vi", 5) == 16

@@ -57,8 +57,9 @@ def get(method: str) -> Callable:
 
 def default_num_chains(method: str, dim: int) -> int:
     """4 chains for the single-chain samplers; for the ensemble samplers the smallest even
-    number of walkers that is at least ``max(4 * dim, 16)``; 1 for ``vi``."""
+    number of walkers that is at least ``max(4 * dim, 16)``; for ``vi`` 16 starting points,
+    whose mean and spread place the initial variational distribution."""
     if method in ENSEMBLE_METHODS:
         n = max(4 * dim, 16)
         return n + n % 2
-    return 1 if method == "vi" else 4
+    return 16 if method == "vi" else 4

@@ -29,6 +29,8 @@ from ilijax.estimators import Estimator as Estimator
 from ilijax.inference.nle import nle as nle
 from ilijax.inference.npe import npe as npe
 from ilijax.inference.nre import nre as nre
+from ilijax.inference.sequential import RoundInfo as RoundInfo
+from ilijax.inference.sequential import sequential as sequential
 from ilijax.io import load as load
 from ilijax.io import save as save
 from ilijax.posterior import Posterior as Posterior
@@ -42,6 +44,7 @@ __all__ = [
     "Estimator",
     "FitInfo",
     "Posterior",
+    "RoundInfo",
     "SamplingInfo",
     "__version__",
     "data",
@@ -56,6 +59,7 @@ __all__ = [
     "plots",
     "priors",
     "samplers",
+    "sequential",
     "save",
     "simulate",
     "tasks",

@@ -6,10 +6,11 @@ Bonferroni-corrected normal quantile for a 1% family-wise false-alarm rate, plus
 approximation tolerance (a flow fitted by reverse KL is close to, not equal to, the target).
 Keys are fixed; no seed was tuned.
 
-Compiles dominate the run time (about 13 s of CPU per flow configuration and target), so each
-test compiles once: the three-observation Gaussian fit is one vmapped call (a module fixture)
-shared by the moment test and the vmap test, and the banana is compared with the best Gaussian
-computed in closed form rather than with a second fit.
+Compiles dominate the run time (about 13 s of CPU per target with the default flow, 4 s with
+the Gaussian one), so each test compiles once: the three-observation Gaussian fit is one vmapped
+call (a module fixture) shared by the moment test and the vmap test, and the banana is compared
+with the best Gaussian computed in closed form rather than with a second fit. The tests that fit
+flows are marked ``slow`` (statistical tests that train networks).
 """
 
 import functools
@@ -32,6 +33,11 @@ MEAN = np.array([1.0, -2.0], np.float32)
 COV = np.array([[1.0, 0.4], [0.4, 0.25]], np.float32)
 PREC = np.linalg.inv(COV).astype(np.float32)
 GAUSS_LOG_Z = math.log(2 * math.pi) + 0.5 * math.log(np.linalg.det(COV))
+
+
+def f32_slack(value: float) -> float:
+    """float32 rounding of a log density of size ``value`` (ELBO upper bounds get this much)."""
+    return 1e-5 * (1.0 + abs(value))
 
 
 def z_bound(num_checks: int, alpha: float = 0.01) -> float:
@@ -86,6 +92,7 @@ def batched_gaussian():
     return keys, means, inits, draws, stats
 
 
+@pytest.mark.slow
 def test_correlated_gaussian_moments_and_elbo(batched_gaussian):
     _, means, _, draws, stats = batched_gaussian
     means, draws, stats = jax.tree.map(np.asarray, (means, draws, stats))
@@ -108,11 +115,13 @@ def test_correlated_gaussian_moments_and_elbo(batched_gaussian):
             assert abs(cov[i, j] - COV[i, j]) < z * se + 0.05 * sd[i] * sd[j], (b, i, j, cov)
         # The ELBO is a lower bound on log Z, and tight for a flow that contains the Gaussian.
         elbo, se = float(stats["final_elbo"][b]), float(stats["final_elbo_se"][b])
-        assert GAUSS_LOG_Z - 0.02 <= elbo <= GAUSS_LOG_Z + z * se, (b, elbo, se)
+        assert GAUSS_LOG_Z - 0.02 <= elbo <= GAUSS_LOG_Z + z * se + f32_slack(GAUSS_LOG_Z), (
+            b, elbo, se)
     assert stats["num_nonfinite"].sum() == 0
     np.testing.assert_array_equal(stats["nonfinite_fraction"], 0.0)
 
 
+@pytest.mark.slow
 def test_vmap_over_observations_matches_separate_calls_and_traces_once(batched_gaussian):
     keys, means, inits, draws, stats = batched_gaussian
     draws, stats = np.asarray(draws), jax.tree.map(np.asarray, stats)
@@ -163,6 +172,7 @@ def best_gaussian_on_banana():
     return best.x[1], -best.fun
 
 
+@pytest.mark.slow
 def test_flow_beats_every_gaussian_on_banana():
     best_mean_y, best_gaussian_elbo = best_gaussian_on_banana()
     assert 0.5 < best_gaussian_elbo < BANANA_LOG_Z - 0.4  # the banana is far from Gaussian
@@ -171,7 +181,7 @@ def test_flow_beats_every_gaussian_on_banana():
         lambda key: vi.run(key, banana_logdensity, init, NUM_SAMPLES))(jax.random.key(4))
     z = z_bound(num_checks=3)
     elbo, se = float(stats["final_elbo"]), float(stats["final_elbo_se"])
-    assert elbo <= BANANA_LOG_Z + z * se  # a lower bound on log Z
+    assert elbo <= BANANA_LOG_Z + z * se + f32_slack(BANANA_LOG_Z)  # a lower bound on log Z
     # Better than the best Gaussian: the coupling layers do something.
     assert elbo > best_gaussian_elbo + z * se, (elbo, se, best_gaussian_elbo)
     # They shift mass along the banana: E[y] = 1, while the best Gaussian sits near the tip.
@@ -198,6 +208,7 @@ NONFINITE_TARGETS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", NONFINITE_TARGETS.values(), ids=NONFINITE_TARGETS.keys())
 def test_nonfinite_region_gives_finite_draws_mostly_inside(target):
     logdensity_fn, mean0, var0 = target
@@ -216,6 +227,31 @@ def test_nonfinite_region_gives_finite_draws_mostly_inside(target):
     # Mean of u0 within its Monte Carlo error plus an approximation tolerance of 0.1 sd.
     sd0 = math.sqrt(var0)
     assert abs(d[:, 0].mean() - mean0) < z_bound(1) * sd0 / math.sqrt(len(d)) + 0.1 * sd0
+
+
+@pytest.mark.slow
+def test_narrow_posterior_from_degenerate_init():
+    # init is one repeated point, so the flow starts at unit scale, 1000x wider than the target
+    # N(0.3, 0.001^2 I). Early gradients are ~1e6 times the final ones: without the gradient
+    # clip they fill Adam's second moments and the fit freezes about 30x too wide.
+    sd = 1e-3
+
+    def logdensity_fn(u):
+        return -0.5 * jnp.sum((u - 0.3) ** 2) / sd**2
+
+    init = jnp.full((8, 2), 0.3 + 0.5 * sd)
+    draws, stats = jax.jit(lambda key: vi.run(key, logdensity_fn, init, NUM_SAMPLES,
+                                              flow="gaussian"))(jax.random.key(9))
+    d = np.asarray(draws[0], np.float64)
+    n = len(d)
+    z = z_bound(num_checks=4)
+    # Mean: MC error sd / sqrt(n) plus 0.05 sd; sd: MC error of a normal sd, sd / sqrt(2n),
+    # plus 5%.
+    np.testing.assert_array_less(np.abs(d.mean(0) - 0.3), z * sd / math.sqrt(n) + 0.05 * sd)
+    np.testing.assert_array_less(np.abs(d.std(0) - sd), z * sd / math.sqrt(2 * n) + 0.05 * sd)
+    log_z = math.log(2 * math.pi * sd**2)
+    elbo, se = float(stats["final_elbo"]), float(stats["final_elbo_se"])
+    assert log_z - 0.05 <= elbo <= log_z + z * se + f32_slack(log_z), (elbo, se, log_z)
 
 
 @pytest.mark.parametrize(

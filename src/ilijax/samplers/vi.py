@@ -10,34 +10,35 @@ observation in the unconstrained space by maximising the evidence lower bound
     ELBO(phi) = E_{z ~ N(0, I)} [log p(T_phi(z)) - log q_phi(T_phi(z))]  <=  log Z,
 
 i.e. minimising the reverse KL divergence ``KL(q_phi || p / Z)``, with reparameterised draws
-(Rezende & Mohamed 2015) and Adam on a cosine schedule, as one ``lax.scan`` over the steps; it
-then returns ``num_samples`` independent draws of the fitted ``q_phi``. This is what sbi's (and
-so ltu-ili's) ``VIPosterior`` does for NLE/NRE posteriors (Glöckler, Deistler & Macke 2022),
-written in pure JAX so that :class:`ilijax.Posterior` can ``vmap`` it over a batch of
-observations and compile one program for all of them.
+(Rezende & Mohamed 2015) and Adam (gradients clipped to global norm 10) on a cosine schedule, as
+one ``lax.scan`` over the steps; it then returns ``num_samples`` independent draws of the fitted
+``q_phi``. This is what sbi's (and so ltu-ili's) ``VIPosterior`` does for NLE/NRE posteriors
+(Glöckler, Deistler & Macke 2022), written in pure JAX so that :class:`ilijax.Posterior` can
+``vmap`` it over a batch of observations and compile one program for all of them.
 
 The flow. With ``z ~ N(0, I_dim)``, the generative map is
 
-    u = m0 + L0 (a + B g(z)),    g = c_K o ... o c_1,
+    u = m0 + L0 S (g(z) + a),    S = diag(exp(d)) (I + R),    g = c_K o ... o c_1,
 
 - ``c_k`` are affine couplings (Dinh et al. 2017): ``z' = z`` on the kept coordinates ``M_k``
   and ``z' = z * exp(s) + t`` on the others, ``(s, t) = MLP_k(z masked to M_k)``, with
   ``s = 3 tanh(s_raw / 3)`` and the MLPs' output layers initialised at zero (so ``g`` starts at
   the identity). The masks split the coordinates by the bits of their index, so that every pair
   of coordinates is separated by some layer once ``transforms >= 2 ceil(log2 dim)``;
-- ``a + B .`` with ``B`` lower triangular with a positive diagonal is a learned full-rank
-  Gaussian (it starts at ``a = 0, B = I``);
+- ``a``, ``d`` and the strictly lower triangular ``R`` make a learned full-rank Gaussian (it
+  starts at ``a = 0, S = I``). The shift ``a`` acts before ``S`` and ``R`` is scaled by the
+  row's ``exp(d)``, so every step moves ``u`` relative to the current scale of ``q``: Adam's
+  roughly constant step size then also resolves a posterior far narrower than ``init``;
 - ``m0, L0`` are fixed: the mean and the Cholesky factor of the covariance of ``init`` (prior
-  draws resampled by weight), so the learned parameters live on the scale of the posterior and
-  one learning rate fits every problem.
+  draws resampled by weight), so the learned parameters live on the posterior's scale and one
+  learning rate serves every problem. A degenerate ``init`` (one distinct point) gets ``L0 = I``.
 
-Sampling and the density of the flow's own draws both come from the forward pass alone:
+The draws and their densities come from the forward pass,
 
-    log q(u) = log N(z; 0, I) - sum_k log|det dc_k/dz| - sum_i log B_ii - sum_i log (L0)_ii,
+    log q(u) = log N(z; 0, I) - sum_k log|det dc_k/dz| - sum_i d_i - sum_i log (L0)_ii.
 
-so no inverse is ever computed. ``flow="gaussian"`` drops the couplings (a full-rank Gaussian,
-the "Gaussian base alone"). With ``dim == 1`` a coupling has nothing to condition on, so the
-flow is Gaussian there too.
+``flow="gaussian"`` drops the couplings (a full-rank Gaussian, the "Gaussian base alone"). With
+``dim == 1`` a coupling has nothing to condition on, so the flow is Gaussian there too.
 
 Gradient estimator. Each particle's term is ``log p(u) - log q_{phi'}(u)`` at ``u = T_phi(z)``
 with ``phi'`` a stopped copy of ``phi`` ("sticking the landing", Roeder, Wu and Duvenaud 2017):
@@ -112,6 +113,8 @@ FLOWS = ("realnvp", "gaussian")
 _MAX_LOG_SCALE = 3.0
 # The Gaussian part's parameters are stored divided by this (see _make_flow.affine).
 _AFFINE_GAIN = 10.0
+# Global gradient-norm clip before Adam (see run).
+_CLIP_NORM = 10.0
 # PSIS needs a tail of at least 5 draws (blackjax psis_weights).
 _MIN_PSIS_DRAWS = 25
 # Relative ridge added to the covariance of ``init`` before its Cholesky factor is taken.
@@ -125,9 +128,10 @@ def _check_int(name: str, value: Any, low: int) -> None:
 
 def _check_float(name: str, value: Any) -> None:
     if isinstance(value, jax.Array) and value.shape == ():
-        if isinstance(value, jax.core.Tracer):
+        try:
+            value = float(value)
+        except jax.errors.ConcretizationTypeError:
             return  # traced (e.g. vmapped over learning rates): nothing to check statically
-        value = float(value)
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating) \
             or not math.isfinite(value) or value <= 0:
         raise ValueError(f"Expected {name} to be a finite float > 0; got {value!r}")
@@ -198,13 +202,15 @@ def _make_flow(dim: int, flow: str, transforms: int, hidden: int, activation: Ca
         return jnp.where(keep, 0.0, out[:dim]), jnp.where(keep, 0.0, log_scale)
 
     def affine(params):
-        # Stored divided by _AFFINE_GAIN: Adam moves every parameter by about the learning rate
-        # per step, and the Gaussian part must travel further than the couplings' weights.
-        loc = _AFFINE_GAIN * params["loc"]
+        # S = diag(exp(d)) (I + R) with R strictly lower triangular, and the shift a applied
+        # before S: every Gaussian parameter then moves u relative to the current scale, so
+        # Adam's (roughly constant) step size resolves a posterior much narrower than init.
+        # Stored divided by _AFFINE_GAIN: the Gaussian part must travel further than the
+        # couplings' weights.
         log_diag = _AFFINE_GAIN * params["log_diag"]
-        scale = jnp.where(tril, _AFFINE_GAIN * params["scale_tril"], 0.0) + jnp.diag(
-            jnp.exp(log_diag))
-        return loc, scale, jnp.sum(log_diag)
+        unit = jnp.where(tril, _AFFINE_GAIN * params["scale_tril"], 0.0) + jnp.eye(dim)
+        scale = jnp.exp(log_diag)[:, None] * unit
+        return _AFFINE_GAIN * params["loc"], scale, jnp.sum(log_diag)
 
     def forward_fn(params, z):
         h, log_det = z, jnp.zeros((), z.dtype)
@@ -216,13 +222,13 @@ def _make_flow(dim: int, flow: str, transforms: int, hidden: int, activation: Ca
             h, log_dets = jax.lax.scan(layer, h, (params["couplings"], masks))
             log_det = jnp.sum(log_dets)
         loc, scale, affine_log_det = affine(params)
-        u = m0 + chol0 @ (loc + scale @ h)
+        u = m0 + chol0 @ (scale @ (h + loc))
         return u, -0.5 * jnp.sum(z**2) - log_norm - log_det - affine_log_det
 
     def log_prob_fn(params, u):
         loc, scale, log_det = affine(params)
         w = jax.scipy.linalg.solve_triangular(chol0, u - m0, lower=True)
-        h = jax.scipy.linalg.solve_triangular(scale, w - loc, lower=True)
+        h = jax.scipy.linalg.solve_triangular(scale, w, lower=True) - loc
         if num_layers:
             def layer(h, xs):
                 # The kept coordinates pass through, so the conditioner sees what it saw forward.
@@ -335,7 +341,13 @@ def run(
     safe_logdensity = _sanitized(logdensity_fn)
     k_init, k_fit, k_draw = jax.random.split(key, 3)
     params = init_fn(k_init)
-    optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.01))
+    # Clipping: while q is far wider than p (init much broader than the posterior, or a
+    # degenerate init), gradients are orders of magnitude larger than near the optimum; unclipped,
+    # they fill Adam's second moments for thousands of steps and freeze the fit.
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(_CLIP_NORM),
+        optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.01)),
+    )
 
     def particle(params, z):
         u, _ = forward_fn(params, z)

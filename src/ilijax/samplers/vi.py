@@ -67,9 +67,9 @@ Stats (all arrays, so they ``vmap``):
   ``final_elbo_se`` its Monte Carlo standard error;
 - ``nonfinite_fraction``: fraction of the returned draws with a non-finite log density;
 - ``pareto_k``: Pareto-k-hat of the importance ratios ``log p - log q`` over the returned draws
-  (PSIS, Vehtari et al. 2024, blackjax ``psis_weights``): below 0.7 the fit is usable for
-  importance sampling and ``q`` covers ``p``'s bulk; above 0.7 ``q`` misses mass of ``p``, and
-  VI draws should not be trusted for calibrated intervals (Yao et al. 2018).
+  (PSIS, Vehtari et al. 2024, blackjax ``psis_weights``; ``inf`` for fewer than 25 draws): below
+  0.5 ``q`` is close to ``p``, up to 0.7 it is usable for importance sampling, and above 0.7
+  ``q`` misses mass of ``p`` and its intervals should not be trusted (Yao et al. 2018).
 
 References:
     Rezende and Mohamed, "Variational inference with normalizing flows", ICML 2015.

@@ -50,7 +50,8 @@ CELL = _H**2
 
 
 def test_registry_is_covered():
-    assert {spec["name"] for spec in CASES.values()} == set(E.REGISTRY)
+    # Density estimators only; the NRE classifier has its own tests (test_nre.py).
+    assert {spec["name"] for spec in CASES.values()} == set(E.REGISTRY) - {"classifier"}
 
 
 def _build_or_skip(spec):

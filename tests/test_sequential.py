@@ -1,5 +1,6 @@
 """Sequential (multi-round) inference: the APT loss, SNPE on two moons, NaN rows, bad input."""
 
+import importlib
 import re
 import warnings
 
@@ -14,10 +15,12 @@ from ilijax.data import Dataset
 from ilijax.estimators import maf, mdn
 from ilijax.estimators._base import Estimator
 from ilijax.estimators.classifier import classifier
-from ilijax.inference import sequential as sequential_module
 from ilijax.inference.npe import npe_loss
 from ilijax.inference.sequential import apt_loss, atom_indices, sequential
 from ilijax.priors import normal
+
+# The module itself (ilijax.inference.sequential is also the name of the function it exports).
+sequential_module = importlib.import_module("ilijax.inference.sequential")
 
 # ----------------------------------------------------------------------------- the APT loss
 

@@ -20,6 +20,7 @@ import numpy as np
 from ilijax import data as _data
 from ilijax.estimators._base import Estimator
 from ilijax.inference._ensemble import WEIGHTINGS, ensemble_weights
+from ilijax.inference.npe import check_npe_dataset, init_members
 from ilijax.posterior import Group, Posterior, member_bundle
 from ilijax.priors import validate_prior
 from ilijax.train import FitInfo, fit
@@ -114,33 +115,21 @@ def nle(
             f"Expected estimator to be an Estimator bundle or a list of them; got {estimator!r}"
         )
     dataset = _data.check_data(theta, x, nan_policy=nan_policy)
-    if dataset.x.ndim != 2:
-        raise ValueError(
-            f"Expected x of shape (n, x_dim); got {dataset.x.shape}. Flatten it, or use an "
-            f"embedding network"
-        )
-    theta_dim = int(prior.event_shape[0])
-    if dataset.theta.shape[1] != theta_dim:
-        raise ValueError(
-            f"Expected theta with {theta_dim} columns (the prior's event shape); got "
-            f"{dataset.theta.shape[1]}"
-        )
-    _data.check_theta_in_support(prior, dataset.theta)
+    # The same checks as NPE (x rank 2, theta columns, theta in the support); boundary rows
+    # need no warning here, as nothing is mapped to the unconstrained space for training.
+    check_npe_dataset(prior, dataset, warn_edge=False)
 
     k_split, k_init, k_fit = jax.random.split(key, 3)
     train, val = _data.split(k_split, dataset, validation_fraction)
-    params = []
-    for i, e in enumerate(estimators):
-        keys = jax.random.split(jax.random.fold_in(k_init, i), int(ensemble))
-        # y = x, context = theta; z-score statistics from the whole training set.
-        init = jax.jit(jax.vmap(e.init, in_axes=(0, None, None)))
-        params.append(init(keys, train.x, train.theta))
+    # The member bundles' init takes (key, theta, x) and standardises y = x, context = theta
+    # on the whole training set.
+    bundles = [member_bundle("nle", e, prior) for e in estimators]
+    params = init_members(k_init, bundles, int(ensemble), train)
     losses = [nle_loss(e) for e in estimators]
     params, info = fit(k_fit, params, losses, train, val,
                        validation_fraction=validation_fraction, **fit_options)
 
-    groups = [Group(member_bundle("nle", e, prior), p, e.spec)
-              for e, p in zip(estimators, params, strict=True)]
+    groups = [Group(b, p, e.spec) for b, p, e in zip(bundles, params, estimators, strict=True)]
     member_lp = None
     if weighting == "stacking":
         probe = Posterior(groups, np.ones(info.epochs.size), prior, x_dim=dataset.x.shape[1],

@@ -42,6 +42,7 @@ import numpy as np
 from ilijax import data as _data
 from ilijax.estimators.classifier import Classifier
 from ilijax.inference._ensemble import WEIGHTINGS, ensemble_weights
+from ilijax.inference.npe import check_npe_dataset, init_members
 from ilijax.posterior import Group, Posterior, member_bundle
 from ilijax.priors import validate_prior
 from ilijax.train import FitInfo, fit
@@ -372,18 +373,9 @@ def nre(
         )
 
     dataset = _data.check_data(theta, x, nan_policy=nan_policy)
-    if dataset.x.ndim != 2:
-        raise ValueError(
-            f"Expected x of shape (n, x_dim); got {dataset.x.shape}. Flatten it, or use an "
-            f"embedding network"
-        )
-    theta_dim = int(prior.event_shape[0])
-    if dataset.theta.shape[1] != theta_dim:
-        raise ValueError(
-            f"Expected theta with {theta_dim} columns (the prior's event shape); got "
-            f"{dataset.theta.shape[1]}"
-        )
-    _data.check_theta_in_support(prior, dataset.theta)
+    # The same checks as NPE (x rank 2, theta columns, theta in the support); boundary rows
+    # need no warning here, as nothing is mapped to the unconstrained space for training.
+    check_npe_dataset(prior, dataset, warn_edge=False)
 
     k_split, k_init, k_fit = jax.random.split(key, 3)
     train, val = _data.split(k_split, dataset, validation_fraction)
@@ -408,11 +400,7 @@ def nre(
             )
 
     bundles = [member_bundle("nre", c, prior) for c in classifiers]
-    params = []
-    for i, bundle in enumerate(bundles):
-        keys = jax.random.split(jax.random.fold_in(k_init, i), ensemble)
-        init = jax.jit(jax.vmap(bundle.init, in_axes=(0, None, None)))
-        params.append(init(keys, train.theta, train.x))
+    params = init_members(k_init, bundles, ensemble, train)
     losses = [_variant_loss(c, variant, num_atoms, gamma, regularization) for c in classifiers]
     params, info = fit(k_fit, params, losses, train, val,
                        validation_fraction=validation_fraction, **fit_options)

@@ -1,4 +1,4 @@
-"""Command line: ``ilijax demo`` and ``ilijax validate`` (more come with the pipeline).
+"""Command line: ``ilijax run | train | validate | sweep | convert | demo``.
 
 This module and ``ilijax.pipeline`` are the only places that print or write files.
 """
@@ -6,7 +6,6 @@ This module and ``ilijax.pipeline`` are the only places that print or write file
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -33,91 +32,97 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
-    """Trains an NPE ensemble on the embedded toy task and writes its outputs."""
+    """A full three-stage run (data -> inference -> validation) on the embedded toy task."""
     _use_all_cores()
-    import jax
-    import numpy as np
+    from ilijax import pipeline
 
-    import ilijax
-    from ilijax.plots import plot_corner, plot_losses
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    task = ilijax.tasks.toy()
-    key = jax.random.key(args.seed)
-    k_sim, k_fit, k_obs, k_sample = jax.random.split(key, 4)
-    print(f"ilijax {ilijax.__version__} demo: task '{task.name}' ({task.theta_dim} parameters, "
-          f"x of length {task.x_dim}); {jax.device_count()} CPU device(s)")
-    t0 = time.perf_counter()
-    data = ilijax.simulate(k_sim, task.prior, task.simulator, args.simulations, progress=False)
-    print(f"simulated {data.theta.shape[0]} pairs in {time.perf_counter() - t0:.1f} s")
-
-    estimator = ilijax.estimators.nsf(hidden=args.hidden, transforms=args.transforms)
-    posterior, info = ilijax.npe(
-        k_fit, data.theta, data.x, prior=task.prior, estimator=estimator,
-        ensemble=args.ensemble, max_epochs=args.max_epochs, patience=args.patience,
-        labels=task.labels, progress=not args.quiet,
-    )
-    print(f"trained {args.ensemble} NSF members together: compile {info.compile_time:.1f} s, "
-          f"training {info.train_time:.1f} s, epochs per member {info.epochs.tolist()}, "
-          f"weights {np.round(posterior.weights, 3).tolist()}")
-
-    theta_true = task.prior.sample(k_obs)
-    x_obs = task.simulator(jax.random.fold_in(k_obs, 1), theta_true)
-    t0 = time.perf_counter()
-    draws = np.asarray(posterior.sample(k_sample, x_obs, args.samples))
-    sample_time = time.perf_counter() - t0
-    lo, med, hi = np.percentile(draws, [16, 50, 84], axis=0)
-    print(f"\nposterior for one observation ({args.samples} draws in {sample_time:.2f} s, "
-          f"compile included):")
-    print(f"  {'parameter':<10} {'true':>8} {'mean':>8} {'68% interval':>20}  inside")
-    rows = []
-    for i, name in enumerate(task.labels):
-        inside = bool(lo[i] <= theta_true[i] <= hi[i])
-        print(f"  {name:<10} {float(theta_true[i]):8.3f} {draws[:, i].mean():8.3f} "
-              f"   [{lo[i]:7.3f}, {hi[i]:7.3f}]  {'yes' if inside else 'no'}")
-        rows.append({"parameter": name, "true": float(theta_true[i]),
-                     "mean": float(draws[:, i].mean()), "median": float(med[i]),
-                     "q16": float(lo[i]), "q84": float(hi[i])})
-    if task.sample_posterior is not None:
-        ref = np.asarray(task.sample_posterior(k_sample, x_obs, args.samples))
-        print("  exact posterior mean: " + ", ".join(f"{m:.3f}" for m in ref.mean(0)))
-    else:
-        ref = None
-
-    path = ilijax.save(posterior, out / "posterior.npz")
-    history = {
-        "train_loss": np.where(np.isnan(info.train_loss), None, info.train_loss).tolist(),
-        "validation_loss": np.where(np.isnan(info.validation_loss), None,
-                                    info.validation_loss).tolist(),
-        "best_validation_loss": info.best_validation_loss.tolist(),
-        "epochs": info.epochs.tolist(),
-        "compile_time_s": info.compile_time,
-        "train_time_s": info.train_time,
+    raw = {
+        "data": {"task": {"name": "toy", "num_simulations": args.simulations,
+                          "observation": True},
+                 "test_fraction": args.test / (args.simulations + args.test)},
+        "inference": {
+            "method": "npe",
+            "nets": [{"model": "nsf", "hidden_features": args.hidden,
+                      "num_transforms": args.transforms, "repeats": args.ensemble,
+                      "signature": "nsf"}],
+            "train": {"max_epochs": args.max_epochs, "stop_after_epochs": args.patience},
+            "seed": args.seed, "out_dir": str(Path(args.out).resolve()),
+        },
+        "validation": {"num_samples": args.test_samples, "xobs_samples": args.samples},
     }
-    _atomic_write_text(out / "history.json", json.dumps(history, indent=1))
-    _atomic_write_text(out / "summary.json", json.dumps(
-        {"task": task.name, "theta_true": np.asarray(theta_true).tolist(),
-         "x_obs": np.asarray(x_obs).tolist(), "posterior": rows,
-         "weights": posterior.weights.tolist()}, indent=1))
-    fig = plot_corner(draws, truth=np.asarray(theta_true), labels=task.labels, reference=ref,
-                      limits=[(0.0, 1.0)] * task.theta_dim,
-                      title="toy: NPE ensemble (blue) vs exact posterior (black)")
-    fig.savefig(out / "corner.png", dpi=110)
-    fig = plot_losses(info, title="NPE training")
-    fig.savefig(out / "losses.png", dpi=110)
+    # the test pairs come on top of the training simulations
+    raw["data"]["task"]["num_simulations"] = args.simulations + args.test
+    cfg = pipeline.validate_config(pipeline.config.apply_overrides(raw, args.override,
+                                                                   Path.cwd()))
+    import ilijax
 
-    # validation: calibration of the posterior over a fresh test set, all in one pass
-    k_test, k_val = jax.random.split(jax.random.fold_in(key, 7))
-    test = ilijax.simulate(k_test, task.prior, task.simulator, args.test, progress=False)
+    print(f"ilijax {ilijax.__version__} demo: NPE ensemble on the toy task (ltu-ili's quadratic "
+          f"toy), data -> inference -> validation")
     t0 = time.perf_counter()
-    report = ilijax.validate(k_val, posterior, test.theta, test.x,
-                             num_samples=args.test_samples, out_dir=out / "validation",
-                             progress=not args.quiet)
-    print(f"\n{report.summary()}")
-    print(f"  ({time.perf_counter() - t0:.1f} s, compile and plots included)")
-    print(f"\nwrote {out}/: {path.name}, history.json, summary.json, corner.png, losses.png, "
-          f"validation/ ({', '.join(sorted(Path(f).name for f in report.files.values()))})")
+    result = pipeline.run(cfg, force=args.force, log=None if args.quiet else print)
+    _print_outputs(result, time.perf_counter() - t0)
+    return 0
+
+
+def _print_outputs(result, seconds: float) -> None:
+    out = result.out_dir
+    names = sorted({str(Path(p).relative_to(out)) for p in result.files.values()
+                    if Path(p).is_relative_to(out)})
+    ran = ", ".join(result.ran) or "nothing"
+    reused = f"; reused: {', '.join(result.reused)}" if result.reused else ""
+    print(f"\nran: {ran}{reused} in {seconds:.1f} s. Wrote {out}/:")
+    for n in names:
+        print(f"  {n}")
+
+
+def _load(args):
+    from ilijax import pipeline
+
+    return pipeline.load_config(args.config, overrides=args.override)
+
+
+def run_cmd(args: argparse.Namespace, stages) -> int:
+    """``ilijax run`` / ``train`` / ``validate CONFIG``: the pipeline's stages."""
+    _use_all_cores()
+    from ilijax import pipeline
+
+    cfg = _load(args)
+    t0 = time.perf_counter()
+    result = pipeline.run(cfg, stages=stages, force=args.force,
+                          log=None if args.quiet else print)
+    _print_outputs(result, time.perf_counter() - t0)
+    return 0
+
+
+def sweep_cmd(args: argparse.Namespace) -> int:
+    """``ilijax sweep``: every combination of the grid."""
+    _use_all_cores()
+    from ilijax import pipeline
+    from ilijax.pipeline import sweep as sweep_mod
+
+    if args.collect:
+        cfg = _load(args)
+        path = sweep_mod.collect(Path(cfg.inference.out_dir) / "sweep")
+    else:
+        if not args.grid:
+            raise pipeline.ConfigError("sweep: expected at least one --grid key=v1,v2")
+        path = pipeline.sweep(args.config, args.grid, overrides=args.override, trial=args.trial,
+                              force=args.force, log=None if args.quiet else print)
+    print(f"\nwrote {path}:\n{Path(path).read_text()}")
+    return 0
+
+
+def convert_cmd(args: argparse.Namespace) -> int:
+    """``ilijax convert``: ltu-ili (or ilijax) config files -> one resolved ilijax config."""
+    import yaml
+
+    cfg = _load(args)
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    if args.output:
+        _atomic_write_text(Path(args.output), text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -144,44 +149,101 @@ def validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="+", help="config files (ilijax or ltu-ili YAML), merged "
+                   "in order")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. inference.train.learning_rate=1e-3 "
+                   "(repeatable)")
+    p.add_argument("--force", action="store_true", help="rerun stages whose outputs exist")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ilijax`` console command."""
-    parser = argparse.ArgumentParser(prog="ilijax", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ilijax", description="JAX-native implicit likelihood inference: run the "
+        "data -> inference -> validation pipeline from YAML configs (ilijax's or ltu-ili's).")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="train an NPE ensemble on an embedded toy task")
+
+    r = sub.add_parser("run", help="run data -> inference -> validation from config files")
+    _config_args(r)
+    t = sub.add_parser("train", help="run the data and inference stages only")
+    _config_args(t)
+    s = sub.add_parser("sweep", help="run every combination of a grid of config values")
+    _config_args(s)
+    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a swept key and its values (repeatable)")
+    s.add_argument("--trial", type=int, default=None,
+                   help="run only trial i (0-based; one task of a cluster job array)")
+    s.add_argument("--collect", action="store_true",
+                   help="only rebuild sweep.csv from the finished trials")
+    c = sub.add_parser("convert", help="write ltu-ili config files as one ilijax config")
+    c.add_argument("config", nargs="+", help="config files, merged in order")
+    c.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--output", default=None, help="output YAML file (default: print)")
+
+    p = sub.add_parser("demo", help="a full three-stage run on the embedded toy task")
     p.add_argument("--out", default="ilijax-demo", help="output folder (default: ./ilijax-demo)")
-    p.add_argument("--simulations", type=int, default=5000)
+    p.add_argument("--simulations", type=int, default=5000, help="training simulations")
     p.add_argument("--ensemble", type=int, default=4)
     p.add_argument("--hidden", type=int, default=50)
     p.add_argument("--transforms", type=int, default=5)
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument("--patience", type=int, default=20)
-    p.add_argument("--samples", type=int, default=5000)
+    p.add_argument("--samples", type=int, default=5000, help="draws at the observation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test", type=int, default=300, help="test pairs for the validation")
     p.add_argument("--test-samples", type=int, default=500, help="draws per test pair")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--force", action="store_true", help="rerun stages whose outputs exist")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
 
     from ilijax.diagnostics.report import DEFAULT_METRICS
 
-    v = sub.add_parser("validate", help="validate a saved posterior on a test set")
-    v.add_argument("posterior", help="a posterior written by ilijax.save (.npz)")
-    v.add_argument("--data", required=True, help=".npz file with the test set")
+    v = sub.add_parser("validate", help="validate a trained posterior: the pipeline's "
+                       "validation stage (config files), or a saved POSTERIOR.npz with --data")
+    v.add_argument("config", nargs="+", help="config files, or one posterior .npz with --data")
+    v.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    v.add_argument("--force", action="store_true", help="rerun even if outputs exist")
+    v.add_argument("--data", default=None, help=".npz file with the test set (with a .npz "
+                   "posterior)")
     v.add_argument("--theta-key", default="theta", help="name of theta in --data")
     v.add_argument("--x-key", default="x", help="name of x in --data")
-    v.add_argument("--out", default="ilijax-validation", help="output folder")
+    v.add_argument("--out", default="ilijax-validation", help="output folder (with --data)")
     v.add_argument("--num-samples", type=int, default=1000, help="draws per test pair")
     v.add_argument("--max-test", type=int, default=None, help="use the first N test pairs")
     v.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
                    choices=["sbc", "coverage", "tarp", "log_prob", "predictions"])
     v.add_argument("--no-plots", action="store_true", help="numbers and samples only")
     v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--quiet", action="store_true", help="no progress bar")
+    v.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo(args)
-    if args.command == "validate":
-        return validate(args)
+
+    from ilijax.pipeline import ConfigError
+
+    try:
+        if args.command == "demo":
+            return demo(args)
+        if args.command == "run":
+            return run_cmd(args, ("data", "inference", "validation"))
+        if args.command == "train":
+            return run_cmd(args, ("data", "inference"))
+        if args.command == "sweep":
+            return sweep_cmd(args)
+        if args.command == "convert":
+            return convert_cmd(args)
+        if args.command == "validate":
+            if args.data is not None or (len(args.config) == 1
+                                         and args.config[0].endswith(".npz")):
+                if args.data is None:
+                    raise ConfigError("validate POSTERIOR.npz: expected --data test.npz")
+                args.posterior = args.config[0]
+                return validate(args)
+            return run_cmd(args, ("validation",))
+    except ConfigError as e:
+        print(f"ilijax {args.command}: error: {e}", file=sys.stderr)
+        return 2
     return 2
 
 

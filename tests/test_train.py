@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from ilijax import train as ilijax_train
 from ilijax.train import fit, stack_members
 
 
@@ -178,3 +179,156 @@ def test_a_lone_member_is_not_sharded_by_default(data):
     _, two = fit(jax.random.key(2), stack_members(jax.random.key(1), init_gauss, 2), gauss_loss,
                  train, val, **kw)
     assert one.sharded == (False,) and two.sharded == (True,)
+
+
+# Checkpoints and resume. One uninterrupted run and one run "killed" after its epoch-7
+# checkpoint (an exception raised by on_checkpoint) are shared by the tests below. Members
+# stop early at epochs 10, 12 and 10, after the kill.
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def checkpointed(data):
+    train, _ = data
+    train = {"y": train["y"][:400]}
+    params = stack_members(jax.random.key(1), init_gauss, 3)
+    kw = dict(optimizer=optax.adam(0.1), max_epochs=40, patience=2, progress=False, shard=False)
+    full_states = []
+    full, full_info = fit(jax.random.key(2), params, gauss_loss, train, checkpoint_every=7,
+                          on_checkpoint=full_states.append, **kw)
+    kept = []
+
+    def kill_at_7(state):
+        kept.append(state)
+        if state.epoch == 7:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        fit(jax.random.key(2), params, gauss_loss, train, checkpoint_every=7,
+            on_checkpoint=kill_at_7, **kw)
+    return dict(train=train, params=params, kw=kw, full=full, full_info=full_info,
+                full_states=full_states, kept=kept)
+
+
+def test_checkpoints_are_host_snapshots_every_n_epochs_and_at_the_end(checkpointed):
+    c = checkpointed
+    info, states = c["full_info"], c["full_states"]
+    # Early stops after the kill, the last one between two checkpoints.
+    assert info.epochs.tolist() == [10, 12, 10]
+    assert [s.epoch for s in states] == [7, 12]
+    assert [s.epoch for s in c["kept"]] == [7]
+    final = states[-1]
+    assert all(isinstance(leaf, np.ndarray | int) for leaf in jax.tree.leaves(final))
+    np.testing.assert_array_equal(final.validation_loss, info.validation_loss)
+    np.testing.assert_array_equal(final.groups[0].epochs, info.epochs)
+    assert not final.groups[0].active.any()
+    for a, b in zip(jax.tree.leaves(final.groups[0].best_params), jax.tree.leaves(c["full"]),
+                    strict=True):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    # The killed run's last checkpoint is the uninterrupted run's state at the same epoch.
+    for a, b in zip(jax.tree.leaves(c["kept"][-1]), jax.tree.leaves(states[0]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Arrays round trip (what the pipeline writes with np.savez).
+    back = ilijax_train.state_from_arrays(ilijax_train.state_to_arrays(final), final)
+    assert jax.tree.structure(back) == jax.tree.structure(final)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(final), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resume_trains_the_remaining_epochs_and_ends_as_the_uninterrupted_run(
+    checkpointed, tmp_path
+):
+    c = checkpointed
+    path = tmp_path / "state.npz"
+    np.savez(path, **ilijax_train.state_to_arrays(c["kept"][-1]))
+    with np.load(path, allow_pickle=False) as f:
+        arrays = dict(f)
+    before = {k: v.copy() for k, v in arrays.items()}
+    seen = []
+    resumed, info = fit(jax.random.key(2), c["params"], gauss_loss, c["train"],
+                        checkpoint_every=1, on_checkpoint=lambda s: seen.append(s.epoch),
+                        resume=arrays, **c["kw"])
+    last = int(c["full_info"].epochs.max())
+    assert seen == list(range(8, last + 1))  # only the epochs after the checkpoint
+    assert info.start_epoch == 7 and info.epoch_traces == 1
+    # Same random stream from epoch 8 on: bit-identical to the uninterrupted run on CPU.
+    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(c["full"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for field in ("train_loss", "validation_loss", "best_epoch", "epochs", "best_validation_loss"):
+        np.testing.assert_array_equal(getattr(info, field), getattr(c["full_info"], field))
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(v, before[k])  # the caller's state is not donated away
+
+
+def test_resume_on_another_device_layout_pads_and_matches(checkpointed):
+    # The state holds no padding members: a state from an unsharded run resumes with the 3
+    # members padded to 4 and sharded over the 4 devices.
+    c = checkpointed
+    kw = {**c["kw"], "shard": True}
+    resumed, info = fit(jax.random.key(2), c["params"], gauss_loss, c["train"],
+                        resume=c["kept"][-1], **kw)
+    assert info.sharded == (True,)
+    np.testing.assert_array_equal(info.epochs, c["full_info"].epochs)
+    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(c["full"]), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_resume_from_a_finished_run_trains_nothing(checkpointed):
+    c = checkpointed
+    called = []
+    best, info = fit(jax.random.key(2), c["params"], gauss_loss, c["train"],
+                     on_checkpoint=called.append, resume=c["full_states"][-1], **c["kw"])
+    assert called == [] and info.epoch_traces == 0
+    assert info.start_epoch == c["full_info"].epochs.max()
+    for a, b in zip(jax.tree.leaves(best), jax.tree.leaves(c["full"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ("members", r"Expected 2 member\(s\) in group 0 .*; got 3"),
+        ("groups", r"with 2 params group\(s\); got 1"),
+        ("structure", "missing leaves .*'extra'"),
+        ("key", "same key"),
+        ("rows", "same data"),
+        ("not_a_state", "state_to_arrays"),
+        ("shape", r"params\['mu'\] of shape \(3, 5\) .*; got \(3, 2\)"),
+    ],
+)
+def test_resume_mismatch_raises(checkpointed, change, match):
+    c = checkpointed
+    params, train, state = c["params"], c["train"], c["kept"][-1]
+    key, validation = jax.random.key(2), None
+    resume = ilijax_train.state_to_arrays(state)
+    if change == "members":
+        params = jax.tree.map(lambda a: a[:2], params)
+    elif change == "groups":
+        params = [params, params]
+    elif change == "structure":
+        params = {**params, "extra": jnp.zeros(3)}
+    elif change == "key":
+        key = jax.random.key(3)
+    elif change == "rows":
+        validation = train  # 400 + 400 rows instead of the 360 + 40 split off by fit
+    elif change == "not_a_state":
+        resume = {"theta": np.zeros(3)}
+    elif change == "shape":
+        params = {"mu": jnp.zeros((3, 5)), "log_sigma": jnp.zeros((3, 2))}
+    with pytest.raises(ValueError, match=match):
+        fit(key, params, gauss_loss, train, validation, resume=resume, **c["kw"])
+
+
+def test_bad_checkpoint_options_raise(checkpointed):
+    c = checkpointed
+    with pytest.raises(ValueError, match="Expected on_checkpoint .* with checkpoint_every"):
+        fit(jax.random.key(0), c["params"], gauss_loss, c["train"], checkpoint_every=2,
+            progress=False)
+    with pytest.raises(ValueError, match="checkpoint_every >= 1 or None; got 0"):
+        fit(jax.random.key(0), c["params"], gauss_loss, c["train"], checkpoint_every=0,
+            on_checkpoint=print, progress=False)
+    with pytest.raises(ValueError, match="resume to be a TrainState"):
+        fit(jax.random.key(0), c["params"], gauss_loss, c["train"], resume=[1],
+            progress=False)

@@ -12,12 +12,34 @@ inside an epoch.
 When several devices are present, the member axis of every group is sharded over a one-axis
 mesh (``members``); a group whose size is not a multiple of the device count is padded with
 inactive members. Every member's arithmetic is unchanged, so results equal the unsharded run.
+
+Checkpoints: ``fit(..., checkpoint_every=N, on_checkpoint=f)`` hands ``f`` a host-side
+:class:`TrainState` (numpy arrays and ints, padding stripped) every ``N`` epochs and at the end;
+``fit(..., resume=state)`` continues from it. ``fit`` itself writes no files (DESIGN.md): the
+caller persists the state, without pickle, through :func:`state_to_arrays` (a flat dict of
+arrays for ``np.savez``) and passes the loaded dict back as ``resume`` (or rebuilds a
+:class:`TrainState` with :func:`state_from_arrays`)::
+
+    def save(state):                       # e.g. in the pipeline, atomically
+        with open(tmp, "wb") as f:         # a file object: np.savez(name) appends ".npz"
+            np.savez(f, **ilijax.train.state_to_arrays(state))
+        os.replace(tmp, path)
+
+    params, info = fit(key, params, loss, data, checkpoint_every=10, on_checkpoint=save)
+    # ... killed, restarted with the same key, data and options:
+    with np.load(path) as f:
+        params, info = fit(key, params, loss, data, checkpoint_every=10, on_checkpoint=save,
+                           resume=dict(f))
+
+The resumed run replays the same random stream from the next epoch, so it ends with the same
+params as an uninterrupted run (bit for bit on CPU).
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -32,7 +54,15 @@ Array = jax.Array
 Params = Any
 LossFn = Callable[[Params, Any, Array], Array]
 
-__all__ = ["FitInfo", "fit", "stack_members"]
+__all__ = [
+    "FitInfo",
+    "GroupState",
+    "TrainState",
+    "fit",
+    "stack_members",
+    "state_from_arrays",
+    "state_to_arrays",
+]
 
 
 class FitInfo(NamedTuple):
@@ -52,6 +82,8 @@ class FitInfo(NamedTuple):
         train_time: Seconds spent training, compile excluded.
         epoch_traces: How often the epoch function was traced (1 unless something is wrong).
         sharded: Whether the ensemble axis was sharded over devices, per group.
+        start_epoch: Epochs already done when this call began (``resume``); 0 for a fresh
+            run. The loss histories and per-member counts include those epochs.
     """
 
     train_loss: np.ndarray
@@ -65,18 +97,186 @@ class FitInfo(NamedTuple):
     train_time: float
     epoch_traces: int
     sharded: tuple[bool, ...]
+    start_epoch: int = 0
 
 
-class _State(NamedTuple):
+class GroupState(NamedTuple):
+    """Training state of one group (architecture); every leaf has a leading member axis ``K``.
+
+    Inside :func:`fit` the leaves are device arrays; in a :class:`TrainState` handed to
+    ``on_checkpoint`` they are numpy arrays.
+
+    Attributes:
+        params: Current params of the members (stacked pytree).
+        opt_state: Optimizer state (the gradient-clipping chain included), stacked.
+        best_params: Params with the best validation loss so far, stacked.
+        best_val: ``(K,)`` float32 best validation loss (``inf`` before any improvement).
+        best_epoch: ``(K,)`` int32 1-based epoch of ``best_params`` (0: none yet).
+        since_best: ``(K,)`` int32 epochs since the last improvement (the patience counter).
+        active: ``(K,)`` bool, False once a member stopped (patience or divergence).
+        diverged: ``(K,)`` bool, True for members stopped by a NaN/inf loss.
+        epochs: ``(K,)`` int32 epochs each member trained.
+    """
+
     params: Params
     opt_state: Any
     best_params: Params
-    best_val: Array  # (K,)
-    best_epoch: Array  # (K,) int32
-    since_best: Array  # (K,) int32
-    active: Array  # (K,) bool
-    diverged: Array  # (K,) bool
-    epochs: Array  # (K,) int32
+    best_val: Array
+    best_epoch: Array
+    since_best: Array
+    active: Array
+    diverged: Array
+    epochs: Array
+
+
+class TrainState(NamedTuple):
+    """Everything :func:`fit` needs to continue a run exactly, on the host.
+
+    A pytree of numpy arrays and ints (no device arrays, no padding members), so it can be
+    persisted without pickle: :func:`state_to_arrays` flattens it to a dict for ``np.savez``
+    and :func:`state_from_arrays` (or ``fit(..., resume=arrays)``) restores it.
+
+    Attributes:
+        groups: One :class:`GroupState` per params group, members in input order.
+        epoch: Epochs completed; a resumed run starts with epoch index ``epoch``.
+        train_loss: ``(epoch, num_members)`` training-loss history (as :class:`FitInfo`).
+        validation_loss: ``(epoch, num_members)`` validation-loss history.
+        key: ``uint32`` key data of the stream the epochs draw from (epoch ``e`` uses
+            ``fold_in(key, e)``); a resume must be called with the ``key`` that made it.
+        num_train: Training rows of the run (checked on resume).
+        num_validation: Validation rows of the run (checked on resume).
+    """
+
+    groups: tuple[GroupState, ...]
+    epoch: int
+    train_loss: np.ndarray
+    validation_loss: np.ndarray
+    key: np.ndarray
+    num_train: int
+    num_validation: int
+
+
+_STATE_FORMAT_KEY = "__ilijax_train_state__"
+_STATE_FORMAT = 1
+_INT_FIELDS = ("epoch", "num_train", "num_validation")
+_HISTORY_FIELDS = ("train_loss", "validation_loss")
+
+
+def _named_leaves(tree: Any) -> tuple[list[str], list[Any], Any]:
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    names = [jax.tree_util.keystr(path).lstrip(".") for path, _ in flat]
+    return names, [leaf for _, leaf in flat], treedef
+
+
+def state_to_arrays(state: TrainState) -> dict[str, np.ndarray]:
+    """Flattens a :class:`TrainState` to named numpy arrays, e.g. for ``np.savez(path, **d)``.
+
+    Names are the leaves' pytree paths (``"groups[0].params['w']"``, ``"epoch"``, ...) plus a
+    format marker, so a file made from them needs no pickle to read back.
+
+    Args:
+        state: A state from ``fit``'s ``on_checkpoint``.
+
+    Returns:
+        A dict from leaf path to numpy array (the ints become 0-d int64 arrays).
+    """
+    if not isinstance(state, TrainState):
+        raise ValueError(f"Expected a TrainState; got {type(state).__name__}")
+    names, leaves, _ = _named_leaves(state)
+    out = {_STATE_FORMAT_KEY: np.asarray(_STATE_FORMAT, np.int64)}
+    for name, leaf in zip(names, leaves, strict=True):
+        out[name] = np.asarray(leaf)
+    return out
+
+
+def _group_count(names: Any) -> int:
+    found = [re.match(r"groups\[(\d+)\]", n) for n in names]
+    return 1 + max((int(m.group(1)) for m in found if m), default=-1)
+
+
+def _limited(items: Sequence[str], most: int = 5) -> str:
+    items = sorted(items)
+    more = f" and {len(items) - most} more" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
+
+
+def state_from_arrays(arrays: Mapping[str, Any], template: TrainState) -> TrainState:
+    """Rebuilds a :class:`TrainState` from :func:`state_to_arrays` output, e.g. an ``np.load``.
+
+    The template gives the tree structure (the optimizer's state classes); only its structure,
+    leaf shapes and dtypes are used. A state from another run of the same set-up (e.g. the
+    first ``on_checkpoint`` state) serves; ``fit(..., resume=arrays)`` builds its own template,
+    so a restarted process does not need one.
+
+    Args:
+        arrays: Mapping from leaf path to array (a dict or an open ``np.load`` archive).
+        template: A :class:`TrainState` (leaves may be arrays or ``jax.ShapeDtypeStruct``)
+            with the structure expected.
+
+    Returns:
+        A :class:`TrainState` of numpy arrays (cast to the template's dtypes) and ints.
+
+    Raises:
+        ValueError: If the arrays are not a train state, or their groups, members, leaf
+            names or shapes differ from the template's; the message names the first mismatch.
+    """
+    got_names = set(arrays.keys())
+    if _STATE_FORMAT_KEY not in got_names:
+        raise ValueError(
+            f"Expected arrays from ilijax.train.state_to_arrays (with a {_STATE_FORMAT_KEY!r} "
+            f"entry); got keys {_limited([str(k) for k in got_names])}"
+        )
+    fmt = int(np.asarray(arrays[_STATE_FORMAT_KEY]))
+    if fmt != _STATE_FORMAT:
+        raise ValueError(f"Expected train state format {_STATE_FORMAT}; got {fmt}")
+    got_names.discard(_STATE_FORMAT_KEY)
+    names, tleaves, treedef = _named_leaves(template)
+    want_groups, got_groups = len(template.groups), _group_count(got_names)
+    if got_groups != want_groups:
+        raise ValueError(
+            f"Expected a resume state with {want_groups} params group(s); got {got_groups}"
+        )
+    for g, gs in enumerate(template.groups):
+        name = f"groups[{g}].active"
+        if name in got_names:
+            want, got = tuple(np.shape(gs.active)), np.shape(arrays[name])
+            if want != got:
+                raise ValueError(
+                    f"Expected {want[0]} member(s) in group {g} of the resume state; got "
+                    f"{got[0] if got else got}"
+                )
+    missing, extra = set(names) - got_names, got_names - set(names)
+    if missing or extra:
+        raise ValueError(
+            "Expected a resume state with the structure of these params and optimizer; got "
+            f"missing leaves [{_limited(missing)}] and unexpected leaves [{_limited(extra)}]"
+        )
+    leaves = []
+    for name, t in zip(names, tleaves, strict=True):
+        a = np.asarray(arrays[name])
+        if name in _INT_FIELDS:
+            if a.shape != () or a.dtype.kind not in "iu":
+                raise ValueError(f"Expected {name} to be an integer scalar; got {a.dtype} "
+                                 f"of shape {a.shape}")
+            leaves.append(int(a))
+            continue
+        want = tuple(np.shape(t))
+        if name in _HISTORY_FIELDS:
+            if a.ndim != 2 or a.shape[1:] != want[1:]:
+                raise ValueError(
+                    f"Expected {name} of shape (epochs, {want[1]}); got {a.shape}"
+                )
+        elif a.shape != want:
+            raise ValueError(f"Expected {name} of shape {want} in the resume state; got "
+                             f"{a.shape}")
+        leaves.append(a.astype(t.dtype, copy=False))
+    state = jax.tree_util.tree_unflatten(treedef, leaves)
+    for name in _HISTORY_FIELDS:
+        rows = getattr(state, name).shape[0]
+        if rows != state.epoch:
+            raise ValueError(f"Expected {name} with one row per epoch ({state.epoch}); got "
+                             f"{rows}")
+    return state
 
 
 def stack_members(key: Array, init: Callable[[Array], Params], num_members: int) -> Params:
@@ -144,6 +344,9 @@ def fit(
     progress: bool = True,
     shard: bool | None = None,
     validation_chunk: int = 8192,
+    checkpoint_every: int | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    resume: TrainState | Mapping[str, Any] | None = None,
 ) -> tuple[Params | list[Params], FitInfo]:
     """Trains stacked ensemble members (one or several groups) by minibatch gradient descent.
 
@@ -172,6 +375,20 @@ def fit(
             is present and there is more than one member (groups are padded to a multiple of
             the device count).
         validation_chunk: Rows per call when evaluating the validation loss.
+        checkpoint_every: Call ``on_checkpoint`` after every ``checkpoint_every``-th epoch
+            (counted from the start of the run, resumes included); ``None``: only at the end.
+        on_checkpoint: ``on_checkpoint(state)``, called on the host between epochs with a
+            :class:`TrainState` snapshot (numpy copies, safe to keep), after the epochs chosen
+            by ``checkpoint_every`` and after the last epoch (once if both). ``fit`` writes
+            nothing itself; persist the state with :func:`state_to_arrays`. An exception
+            raised here stops ``fit`` and propagates.
+        resume: A :class:`TrainState` from ``on_checkpoint``, or its :func:`state_to_arrays`
+            dict (e.g. ``dict(np.load(path))``), to continue from instead of starting afresh.
+            Call with the same ``key``, ``params`` structure, data, optimizer and options as
+            the run that made it: its groups, members, leaf shapes, key and row counts are
+            checked (``ValueError`` on a mismatch); ``params`` then only supplies the
+            structure. The run continues at epoch ``state.epoch`` and, the random stream being
+            the same, ends as the uninterrupted run would. The state passed is not modified.
 
     Returns:
         ``(params, info)``: the best-validation params of each member (same structure as the
@@ -191,6 +408,19 @@ def fit(
         raise ValueError(f"Expected patience >= 1 or None; got {patience}")
     if not 0.0 < validation_fraction < 1.0:
         raise ValueError(f"Expected 0 < validation_fraction < 1; got {validation_fraction}")
+    if checkpoint_every is not None:
+        integral = isinstance(checkpoint_every, int | np.integer)
+        if isinstance(checkpoint_every, bool) or not integral or checkpoint_every < 1:
+            raise ValueError(f"Expected checkpoint_every >= 1 or None; got {checkpoint_every!r}")
+        if on_checkpoint is None:
+            raise ValueError("Expected on_checkpoint (a callable) with checkpoint_every; got None")
+    if on_checkpoint is not None and not callable(on_checkpoint):
+        raise ValueError(f"Expected on_checkpoint to be callable; got {on_checkpoint!r}")
+    if resume is not None and not isinstance(resume, TrainState | Mapping):
+        raise ValueError(
+            f"Expected resume to be a TrainState or a dict from state_to_arrays; got "
+            f"{type(resume).__name__}"
+        )
 
     key_split, key_fit = jax.random.split(key)
     train = jax.tree.map(jnp.asarray, train)
@@ -198,7 +428,7 @@ def fit(
         train, validation = _data.split(key_split, train, validation_fraction)
     validation = jax.tree.map(jnp.asarray, validation)
     n_train = _check_rows(train, "training")
-    _check_rows(validation, "validation")
+    n_val = _check_rows(validation, "validation")
     batch = min(batch_size, n_train)
     num_batches = n_train // batch
 
@@ -221,7 +451,7 @@ def fit(
         # Fresh buffers: the epoch function donates its state, and params/best_params must not
         # alias each other or the caller's arrays.
         p = jax.tree.map(lambda a: jnp.array(a, copy=True), p)
-        return _State(
+        return GroupState(
             params=p,
             opt_state=jax.vmap(tx.init)(p),
             best_params=jax.tree.map(lambda a: jnp.array(a, copy=True), p),
@@ -282,7 +512,7 @@ def fit(
             params = pick(s.active & finite, p, pick(diverged, best_params, s.params))
             opt_state = pick(s.active & finite, o, s.opt_state)
             since = jnp.where(improved, 0, s.since_best + s.active.astype(jnp.int32))
-            new_states.append(_State(
+            new_states.append(GroupState(
                 params=params,
                 opt_state=opt_state,
                 best_params=best_params,
@@ -297,45 +527,115 @@ def fit(
             val_losses.append(jnp.where(s.active, vl, jnp.nan)[: sizes[g]])
         return tuple(new_states), jnp.concatenate(train_losses), jnp.concatenate(val_losses)
 
-    states = tuple(
-        init_state(_pad_members(g, kp), k) for g, k, kp in zip(groups, sizes, padded, strict=True)
+    key_data = np.asarray(
+        jax.random.key_data(key_fit)
+        if jnp.issubdtype(key_fit.dtype, jax.dtypes.prng_key) else key_fit
     )
+    num_members = sum(sizes)
+    if resume is None:
+        start = 0
+        history_t, history_v = [], []
+        states = tuple(
+            init_state(_pad_members(g, kp), k)
+            for g, k, kp in zip(groups, sizes, padded, strict=True)
+        )
+    else:
+        template = TrainState(
+            groups=tuple(
+                jax.eval_shape(lambda p, k=k: init_state(p, k), g)
+                for g, k in zip(groups, sizes, strict=True)
+            ),
+            epoch=0,
+            train_loss=np.zeros((0, num_members), np.float32),
+            validation_loss=np.zeros((0, num_members), np.float32),
+            key=key_data,
+            num_train=n_train,
+            num_validation=n_val,
+        )
+        arrays = state_to_arrays(resume) if isinstance(resume, TrainState) else resume
+        state = state_from_arrays(arrays, template)
+        if not np.array_equal(state.key, key_data):
+            raise ValueError(
+                "Expected the resume state to come from a fit with the same key (its random "
+                "stream would not continue otherwise); got a state made with another key"
+            )
+        if (state.num_train, state.num_validation) != (n_train, n_val):
+            raise ValueError(
+                f"Expected the resume state to come from a fit on the same data; got a state "
+                f"of {state.num_train} training and {state.num_validation} validation rows "
+                f"for {n_train} and {n_val}"
+            )
+        start = state.epoch
+        history_t, history_v = list(state.train_loss), list(state.validation_loss)
+        states = tuple(
+            _pad_state(jax.tree.map(lambda a: jnp.array(a, copy=True), gs), k, kp)
+            for gs, k, kp in zip(state.groups, sizes, padded, strict=True)
+        )
     states, sharded, data = _maybe_shard(states, use_mesh, (train, validation))
     train, validation = data
 
+    still = np.concatenate([np.asarray(s.active)[:k] for s, k in zip(states, sizes, strict=True)])
+    # A resume from a finished run has no epoch left to run, and nothing to compile.
+    stop = max_epochs if still.any() else start
     t0 = time.perf_counter()
-    compiled = (
-        jax.jit(epoch, donate_argnums=0)
-        .lower(states, key_fit, jnp.int32(0), train, validation)
-        .compile()
-    )
+    if start < stop:
+        compiled = (
+            jax.jit(epoch, donate_argnums=0)
+            .lower(states, key_fit, jnp.int32(0), train, validation)
+            .compile()
+        )
     compile_time = time.perf_counter() - t0
+
+    def snapshot(epochs_done):
+        # Host copies (the next epoch donates the device buffers), padding members dropped.
+        return TrainState(
+            groups=tuple(
+                jax.tree.map(lambda a, k=k: np.array(a)[:k], s)
+                for s, k in zip(states, sizes, strict=True)
+            ),
+            epoch=epochs_done,
+            train_loss=_stack_rows(history_t, num_members),
+            validation_loss=_stack_rows(history_v, num_members),
+            key=key_data.copy(),
+            num_train=n_train,
+            num_validation=n_val,
+        )
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=max_epochs, desc="fit", unit="epoch", leave=True)
-    history_t, history_v = [], []
+        bar = tqdm(total=max_epochs, initial=min(start, max_epochs), desc="fit", unit="epoch",
+                   leave=True)
     t0 = time.perf_counter()
-    for e in range(max_epochs):
-        states, tl, vl = compiled(
-            states, jax.random.fold_in(key_fit, e), jnp.int32(e), train, validation
-        )
-        pairs = list(zip(states, sizes, strict=True))
-        still = np.concatenate([np.asarray(s.active)[:k] for s, k in pairs])
-        history_t.append(np.asarray(tl))
-        history_v.append(np.asarray(vl))
+    done, saved = start, start
+    try:
+        for e in range(start, stop):
+            states, tl, vl = compiled(
+                states, jax.random.fold_in(key_fit, e), jnp.int32(e), train, validation
+            )
+            done = e + 1
+            pairs = list(zip(states, sizes, strict=True))
+            still = np.concatenate([np.asarray(s.active)[:k] for s, k in pairs])
+            history_t.append(np.asarray(tl))
+            history_v.append(np.asarray(vl))
+            if bar is not None:
+                best = min(float(np.min(np.asarray(s.best_val)[:k])) for s, k in pairs)
+                bar.set_postfix(best_val=f"{best:.4g}",
+                                training=f"{int(still.sum())}/{still.size}")
+                bar.update(1)
+            if on_checkpoint is not None and checkpoint_every and done % checkpoint_every == 0:
+                saved = done
+                on_checkpoint(snapshot(done))
+            if not still.any():
+                break
+        if on_checkpoint is not None and saved != done:
+            on_checkpoint(snapshot(done))
+        jax.block_until_ready(states)
+    finally:
         if bar is not None:
-            best = min(float(np.min(np.asarray(s.best_val)[:k])) for s, k in pairs)
-            bar.set_postfix(best_val=f"{best:.4g}", training=f"{int(still.sum())}/{still.size}")
-            bar.update(1)
-        if not still.any():
-            break
-    jax.block_until_ready(states)
+            bar.close()
     train_time = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
 
     def host(field):
         return np.concatenate(
@@ -343,8 +643,8 @@ def fit(
         )
 
     info = FitInfo(
-        train_loss=np.stack(history_t),
-        validation_loss=np.stack(history_v),
+        train_loss=_stack_rows(history_t, num_members),
+        validation_loss=_stack_rows(history_v, num_members),
         best_validation_loss=host("best_val"),
         best_epoch=host("best_epoch"),
         epochs=host("epochs"),
@@ -354,6 +654,7 @@ def fit(
         train_time=train_time,
         epoch_traces=traces[0],
         sharded=tuple(sharded),
+        start_epoch=start,
     )
     best = [
         jax.tree.map(lambda a, k=k: a[:k], s.best_params)
@@ -370,6 +671,22 @@ def _pad_members(params: Params, num: int) -> Params:
     return jax.tree.map(
         lambda a: jnp.concatenate([a, jnp.repeat(a[:1], num - k, axis=0)]), params
     )
+
+
+def _pad_state(state: GroupState, num_real: int, num: int) -> GroupState:
+    """Pads a group's state to ``num`` members with inactive copies of member 0."""
+    if num == num_real:
+        return state
+    state = jax.tree.map(
+        lambda a: jnp.concatenate([a, jnp.repeat(a[:1], num - num_real, axis=0)]), state
+    )
+    return state._replace(active=state.active.at[num_real:].set(False))
+
+
+def _stack_rows(rows: list, num_members: int) -> np.ndarray:
+    if not rows:
+        return np.zeros((0, num_members), np.float32)
+    return np.stack(rows)
 
 
 def _maybe_shard(states, use_mesh, data):

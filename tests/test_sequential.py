@@ -337,6 +337,7 @@ def test_bad_arguments_are_reported():
         (dict(x_obs=np.array([0.0, np.nan])), "finite x_obs"),
         (dict(x_obs=np.zeros(3)), r"x_obs of the simulator's output shape \(2,\); got \(3,\)"),
         (dict(validation_fraction=1.0), "validation_fraction"),
+        (dict(resume={}), "resume=None for sequential"),
         (dict(simulator=3), "simulator to be callable"),
     ]
     for kw, match in cases:

@@ -235,7 +235,9 @@ def sequential(
         labels: Parameter names for plots.
         **fit_options: Passed to :func:`ilijax.fit` (``max_epochs``, ``batch_size``,
             ``learning_rate``, ``patience``, ...); ``validation_fraction`` (default 0.1) is the
-            share of each round's simulations held out.
+            share of each round's simulations held out. ``checkpoint_every`` and
+            ``on_checkpoint`` apply to every round's training (each round's states start again
+            at epoch 0); ``resume`` is not supported (a round cannot be resumed).
 
     Returns:
         ``(posterior, rounds_info)``: the last round's :class:`~ilijax.posterior.Posterior` and
@@ -291,6 +293,11 @@ def sequential(
         raise ValueError(f"Expected classifier=None for method={method!r} (it is used by 'nre')")
     x_obs = _check_x_obs(x_obs)
     validation_fraction = fit_options.pop("validation_fraction", 0.1)
+    if fit_options.get("resume") is not None:
+        raise ValueError(
+            "Expected resume=None for sequential (a single fit's state cannot resume a "
+            "multi-round run); got a resume state"
+        )
     if not 0.0 < float(validation_fraction) < 1.0:
         raise ValueError(f"Expected 0 < validation_fraction < 1; got {validation_fraction}")
 

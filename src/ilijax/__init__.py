@@ -17,6 +17,7 @@ pickle::
 from ilijax import data as data
 from ilijax import diagnostics as diagnostics
 from ilijax import estimators as estimators
+from ilijax import loaders as loaders
 from ilijax import nn as nn
 from ilijax import plots as plots
 from ilijax import priors as priors
@@ -52,6 +53,7 @@ __all__ = [
     "estimators",
     "fit",
     "load",
+    "loaders",
     "nle",
     "nn",
     "npe",

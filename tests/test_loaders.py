@@ -90,6 +90,8 @@ def test_netcdf_round_trip(tmp_path, arrays):
     np.testing.assert_allclose(kept.x, a["x"].astype(np.float32))
     np.testing.assert_allclose(kept.theta, a["theta"].astype(np.float32))
     assert kept.x_obs.shape == (3, 4) and kept.theta_fid is None
+    same = load_netcdf(path, theta_variable=None, theta_variables=["Om", "s8"], engine=ENGINE)
+    np.testing.assert_array_equal(same.theta, got.theta)
     one = load_netcdf(path, theta_variable="Om", engine=ENGINE)  # a 1-d variable: one column
     assert one.theta.shape == (6, 1) and one.x.shape == (6, 12)
 
@@ -150,6 +152,8 @@ def files(tmp_path, arrays):
          ValueError, r"'grid'.*1-d over the simulations.*\(6, 2\)"),
         (lambda d: load_netcdf(d / "sims.nc", theta_variable="Om", theta_variables=["Om"],
                                engine=ENGINE), ValueError, "one of theta_variable"),
+        (lambda d: load_netcdf(d / "sims.nc", theta_variable=None, engine=ENGINE), ValueError,
+         "theta_variable or theta_variables; got neither"),
     ],
 )
 def test_errors_name_the_field_the_file_and_what_exists(files, call, error, match):

@@ -323,7 +323,7 @@ def _nc_variable(ds: Any, name: str, option: str, p: str) -> Any:
 def load_netcdf(
     path: PathLike,
     x_variable: str = "x",
-    theta_variable: str | Sequence[str] = "theta",
+    theta_variable: str | Sequence[str] | None = "theta",
     xobs_variable: str | None = None,
     thetafid_variable: str | Sequence[str] | None = None,
     *,
@@ -347,7 +347,7 @@ def load_netcdf(
         thetafid_variable: Optional variable(s) of the fiducial parameters; a list is stacked
             like ``theta_variables`` (each variable a scalar, or ``(m,)`` for several).
         theta_variables: The list form of ``theta_variable`` (e.g. ``["Om", "s8"]``); give
-            one of the two.
+            one of the two (``theta_variable`` left at its default or ``None``).
         flatten: Reshape ``x`` to ``(n, -1)`` (and ``x_obs`` alike); the default, as summaries
             with several dimensions (e.g. ``(sim, k, z)``) are usually fed to a dense network.
             ``False`` keeps them, e.g. images for an embedding network.
@@ -368,12 +368,14 @@ def load_netcdf(
     p = _require_file(path, "netCDF")
     theta_option = "theta_variable"
     if theta_variables is not None:
-        if theta_variable != "theta":
+        if theta_variable not in (None, "theta"):
             raise ValueError(
                 f"Expected one of theta_variable and theta_variables; got both "
                 f"({theta_variable!r} and {list(theta_variables)!r})"
             )
         theta_variable, theta_option = list(theta_variables), "theta_variables"
+    elif theta_variable is None:
+        raise ValueError("Expected theta_variable or theta_variables; got neither")
     try:
         ds = xr.open_dataset(p, engine=engine)
     except (ValueError, OSError) as e:

@@ -9,6 +9,9 @@ from ilijax.estimators._base import standardized as standardized
 from ilijax.estimators._support import on_support as on_support
 from ilijax.estimators.classifier import Classifier as Classifier
 from ilijax.estimators.classifier import classifier as classifier
+from ilijax.estimators.embedded import EmbeddingParts as EmbeddingParts
+from ilijax.estimators.embedded import embedded as embedded
+from ilijax.estimators.embedded import embedding_parts as embedding_parts
 from ilijax.estimators.made import made as made
 from ilijax.estimators.maf import maf as maf
 from ilijax.estimators.mdn import mdn as mdn
@@ -23,6 +26,7 @@ REGISTRY: dict[str, str] = {
     "nsf": "ilijax.estimators.nsf:nsf",
     "realnvp": "ilijax.estimators.realnvp:realnvp",
     "classifier": "ilijax.estimators.classifier:classifier",
+    "embedded": "ilijax.estimators.embedded:embedded",
 }
 
 
@@ -41,9 +45,12 @@ def build(spec: dict) -> Estimator:
 __all__ = [
     "REGISTRY",
     "Classifier",
+    "EmbeddingParts",
     "Estimator",
     "build",
     "classifier",
+    "embedded",
+    "embedding_parts",
     "made",
     "maf",
     "mdn",

@@ -4,7 +4,8 @@ A saved posterior is one ``.npz`` file (loaded with ``allow_pickle=False``) hold
 
 - ``__spec__``: UTF-8 JSON with the format name and version, the ilijax version, the method, the
   prior (``ilijax.priors.prior_to_spec``), each group's estimator spec and member count, the
-  mixture weights, dimensions and labels;
+  mixture weights, dimensions (``theta_dim``, ``x_dim`` and ``x_shape``, the shape of one
+  observation; files written before ``x_shape`` existed hold vectors of ``x_dim``) and labels;
 - ``g{i}/{j}``: the j-th leaf (in ``jax.tree.flatten`` order) of group i's stacked params.
 
 Loading rebuilds every estimator from its spec, derives the params tree structure with
@@ -68,6 +69,7 @@ def save(posterior: Posterior, path: str | os.PathLike) -> Path:
         "prior": prior_to_spec(posterior.prior),
         "theta_dim": posterior.theta_dim,
         "x_dim": posterior.x_dim,
+        "x_shape": list(posterior.x_shape),
         "groups": groups,
         "weights": posterior.weights.tolist(),
         "labels": list(posterior.labels),
@@ -110,7 +112,8 @@ def load(path: str | os.PathLike, *, prior=None) -> Posterior:
     prior = prior if prior is not None else prior_from_spec(spec["prior"])
     bijector = support_bijector(prior)
     theta0 = jnp.zeros(spec["theta_dim"], jnp.float32)
-    x0 = jnp.zeros(spec["x_dim"], jnp.float32)
+    x_shape = tuple(spec.get("x_shape") or (spec["x_dim"],))
+    x0 = jnp.zeros(x_shape, jnp.float32)
     groups = []
     for i, g in enumerate(spec["groups"]):
         core = build(g["estimator"])
@@ -134,5 +137,5 @@ def load(path: str | os.PathLike, *, prior=None) -> Posterior:
                 )
             arrays.append(jnp.asarray(a, dtype=shape.dtype))
         groups.append(Group(est, jax.tree.unflatten(treedef, arrays), g["estimator"]))
-    return Posterior(groups, spec["weights"], prior, x_dim=spec["x_dim"], method=spec["method"],
+    return Posterior(groups, spec["weights"], prior, x_shape=x_shape, method=spec["method"],
                      labels=spec["labels"])

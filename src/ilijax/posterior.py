@@ -66,6 +66,15 @@ def member_bundle(method: str, bundle, prior: dist.Distribution) -> Estimator:
     if method == "npe":
         return on_support(bundle, support_bijector(prior))
     if method == "nle":
+        from ilijax.estimators.embedded import embedding_parts
+
+        if embedding_parts(bundle) is not None:
+            raise ValueError(
+                "Expected an estimator without an embedding network for NLE; got an embedded "
+                "one. NLE models the density of x itself (y = x, context = theta), so there is "
+                "no context to embed: use the embedding with npe or nre, or compress x before "
+                "NLE"
+            )
         return Estimator(
             init=lambda key, theta, x: bundle.init(key, x, theta),
             log_prob=lambda params, theta, x: bundle.log_prob(params, x, theta),
@@ -135,11 +144,19 @@ class Posterior:
         groups: The trained groups (see :class:`Group`).
         weights: Mixture weights of all members, groups concatenated in order; normalised here.
         prior: The prior (a numpyro distribution with event shape ``(theta_dim,)``).
-        x_dim: Dimension of one observation (checked on every call).
+        x_dim: Dimension of one vector observation ``(x_dim,)`` (checked on every call).
+            Give ``x_shape`` instead for observations with more axes.
+        x_shape: Shape of one observation, e.g. ``(64,)``, ``(32, 32)`` or ``(100, 3)`` (for
+            estimators with an embedding network, see :func:`ilijax.estimators.embedded`).
+            A call tells one observation (``x.shape == x_shape``) from a batch
+            (``x.shape == (b, *x_shape)``) by it.
         method: The inference method that produced it (``"npe"``).
         labels: Optional parameter names, used by plots.
 
     Attributes:
+        x_shape: Shape of one observation.
+        x_dim: Number of values in one observation (``prod(x_shape)``; the length of a vector
+            observation).
         normalized: True: ``log_prob`` is a normalised density, so the diagnostics use it as is
             (``log_prob_of_truth`` is exact). Posteriors known only up to a constant per
             observation (likelihood or ratio estimates) set it False.
@@ -151,7 +168,8 @@ class Posterior:
         weights: Any,
         prior: dist.Distribution,
         *,
-        x_dim: int,
+        x_dim: int | None = None,
+        x_shape: Sequence[int] | None = None,
         method: str = "npe",
         labels: Sequence[str] | None = None,
     ):
@@ -169,7 +187,19 @@ class Posterior:
         self._sizes = sizes
         self.prior = prior
         self.theta_dim = int(prior.event_shape[0])
-        self.x_dim = int(x_dim)
+        if x_shape is None:
+            if x_dim is None:
+                raise ValueError("Expected x_dim or x_shape (the shape of one observation)")
+            x_shape = (int(x_dim),)
+        self.x_shape = tuple(int(s) for s in x_shape)
+        if not self.x_shape or any(s < 1 for s in self.x_shape):
+            raise ValueError(f"Expected x_shape of positive sizes; got {x_shape}")
+        self.x_dim = int(np.prod(self.x_shape))
+        if x_dim is not None and int(x_dim) != self.x_dim:
+            raise ValueError(
+                f"Expected x_dim = prod(x_shape) = {self.x_dim}; got x_dim={x_dim} with "
+                f"x_shape={self.x_shape}"
+            )
         if method not in METHODS:
             raise ValueError(f"Expected method in {METHODS}; got {method!r}")
         self.method = method
@@ -182,7 +212,7 @@ class Posterior:
         self.labels = tuple(labels) if labels is not None else tuple(
             f"theta_{i}" for i in range(self.theta_dim)
         )
-        self._log_prob_jit = jax.jit(self._log_prob_pairs)
+        self._log_prob_jit = jax.jit(self._log_prob_grid)
         self._sample_jit = jax.jit(self._sample_batch, static_argnums=(3, 4))
         self._mcmc_cache: dict = {}
 
@@ -219,22 +249,43 @@ class Posterior:
         lp = lp + self.prior.log_prob(theta)
         return jnp.where(inside & ~jnp.isnan(lp), lp, -jnp.inf)
 
-    def _log_prob_pairs(self, params, theta, x):
-        one = lambda a: self._log_prob_pair(params, a[0], a[1])  # noqa: E731
-        # Bound memory for big batches (a whole test set times its draws): vectorised chunks
-        # of _LOG_PROB_CHUNK // members pairs; one program either way.
+    def _log_prob_grid(self, params, theta, x):
+        """``(b, n)`` log-densities of ``theta (b, n, d)``, row ``i`` given ``x[i]``.
+
+        Draws of one observation are vmapped with that observation held fixed, so whatever
+        depends on ``x`` alone (an embedding network, the conditioner of an MDN) is computed
+        once per observation and member, not once per draw. Memory is bounded for big batches
+        (a whole test set times its draws) by vectorised chunks of about
+        ``_LOG_PROB_CHUNK // members`` pairs; one program either way.
+        """
+        b, n = theta.shape[:2]
         chunk = max(1, _LOG_PROB_CHUNK // self.num_members)
-        if theta.shape[0] <= chunk:
-            return jax.vmap(one)((theta, x))
-        return jax.lax.map(one, (theta, x), batch_size=chunk)
+
+        def per_obs(args):
+            t, xo = args
+            one = lambda th: self._log_prob_pair(params, th, xo)  # noqa: E731
+            if n <= chunk:
+                return jax.vmap(one)(t)
+            return jax.lax.map(one, t, batch_size=chunk)
+
+        if b * n <= chunk:
+            return jax.vmap(per_obs)((theta, x))
+        return jax.lax.map(per_obs, (theta, x), batch_size=max(1, chunk // max(n, 1)))
+
+    def _shape_text(self) -> tuple[str, str]:
+        one = (f"({self.x_shape[0]},)" if len(self.x_shape) == 1 else str(self.x_shape))
+        return one, "(batch, " + ", ".join(str(s) for s in self.x_shape) + ")"
 
     def _check_x(self, x) -> Array:
         x = jnp.asarray(x, jnp.float32)
-        if x.ndim not in (1, 2) or x.shape[-1] != self.x_dim:
-            raise ValueError(
-                f"Expected x of shape ({self.x_dim},) or (batch, {self.x_dim}); got {x.shape}"
-            )
+        r = len(self.x_shape)
+        if x.ndim not in (r, r + 1) or x.shape[x.ndim - r:] != self.x_shape:
+            one, batch = self._shape_text()
+            raise ValueError(f"Expected x of shape {one} or {batch}; got {x.shape}")
         return x
+
+    def _is_single(self, x: Array) -> bool:
+        return x.ndim == len(self.x_shape)
 
     def log_prob(self, theta: Array, x: Array) -> Array:
         """The mixture log-density ``log q(theta | x)`` in theta-space.
@@ -244,30 +295,34 @@ class Posterior:
         a constant per observation (``self.normalized`` is False), which is all MCMC, the
         coverage ranking and ``ilijax.diagnostics`` need.
 
-        Shapes broadcast like the samples: ``theta (d,)`` with ``x (x_dim,)`` gives ``()``;
-        ``theta (n, d)`` with ``x (x_dim,)`` gives ``(n,)``; ``theta (b, d)`` with
-        ``x (b, x_dim)`` pairs them row by row (``(b,)``); ``theta (b, n, d)`` with
-        ``x (b, x_dim)`` gives ``(b, n)``. Points outside the prior support get ``-inf``.
+        Shapes broadcast like the samples (``x_shape`` is ``(x_dim,)`` for vector data):
+        ``theta (d,)`` with ``x x_shape`` gives ``()``; ``theta (..., d)`` with ``x x_shape``
+        gives ``(...)``; ``theta (b, d)`` with ``x (b, *x_shape)`` pairs them row by row
+        (``(b,)``); ``theta (b, n, d)`` with ``x (b, *x_shape)`` gives ``(b, n)``. Points
+        outside the prior support get ``-inf``.
         """
         theta = jnp.asarray(theta, jnp.float32)
         x = self._check_x(x)
-        if theta.shape[-1:] != (self.theta_dim,):
-            raise ValueError(
-                f"Expected theta with last axis {self.theta_dim}; got shape {theta.shape}"
-            )
-        if x.ndim == 2 and theta.ndim == 3:
-            x = x[:, None, :]
-        elif x.ndim == 2 and theta.ndim != 2:
-            raise ValueError(
-                f"Expected theta of shape ({x.shape[0]}, {self.theta_dim}) or "
-                f"({x.shape[0]}, n, {self.theta_dim}) for a batch of x; got {theta.shape}"
-            )
-        batch = jnp.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
-        th = jnp.broadcast_to(theta, batch + (self.theta_dim,)).reshape(-1, self.theta_dim)
-        xx = jnp.broadcast_to(x, batch + (self.x_dim,)).reshape(-1, self.x_dim)
+        d = self.theta_dim
+        if theta.shape[-1:] != (d,):
+            raise ValueError(f"Expected theta with last axis {d}; got shape {theta.shape}")
+        if self._is_single(x):
+            out_shape = theta.shape[:-1]
+            th, xb = theta.reshape(1, -1, d), x[None]
+        else:
+            b = x.shape[0]
+            if theta.ndim not in (2, 3) or theta.shape[0] not in (1, b):
+                raise ValueError(
+                    f"Expected theta of shape ({b}, {d}) or ({b}, n, {d}) for a batch of x; "
+                    f"got {theta.shape}"
+                )
+            th = theta[:, None] if theta.ndim == 2 else theta
+            th = jnp.broadcast_to(th, (b,) + th.shape[1:])
+            out_shape = (b,) if theta.ndim == 2 else th.shape[:2]
+            xb = x
         device = jax.devices()[0]  # where the params live (inputs may come sharded)
-        th, xx = jax.device_put(th, device), jax.device_put(xx, device)
-        return self._log_prob_jit(self._params(), th, xx).reshape(batch)
+        th, xb = jax.device_put(th, device), jax.device_put(xb, device)
+        return self._log_prob_jit(self._params(), th, xb).reshape(out_shape)
 
     # ----------------------------------------------------------------------- sampling
 
@@ -326,7 +381,8 @@ class Posterior:
         Args:
             key: PRNG key. For a batch, observation ``i`` uses ``jax.random.split(key, b)[i]``,
                 so ``sample(key, x)[i] == sample(split(key, b)[i], x[i])`` for every method.
-            x: One observation ``(x_dim,)`` or a batch ``(b, x_dim)``.
+            x: One observation ``x_shape`` (``(x_dim,)`` for vectors) or a batch
+                ``(b, *x_shape)``.
             num_samples: Draws per observation.
             method: ``"direct"`` (NPE's own sampler, its default), ``"nuts"`` (the default for
                 NLE/NRE), ``"hmc"``, ``"mala"``, ``"slice"``, ``"aies"``, ``"ess"`` or ``"vi"``
@@ -377,7 +433,7 @@ class Posterior:
                 f"{sorted([*options, *(['num_chains'] if num_chains is not None else [])])}"
             )
         x = self._check_x(x)
-        single = x.ndim == 1
+        single = self._is_single(x)
         xb = x[None] if single else x
         keys = key[None] if single else jax.random.split(key, xb.shape[0])
         t0 = time.perf_counter()
@@ -494,7 +550,7 @@ class Posterior:
         idata = az.from_dict(
             {"posterior": {"theta": theta.transpose(1, 2, 0, 3)},
              "observed_data": {"x": xb}},
-            dims={"theta": ["obs", "parameter"], "x": ["obs", "x_dim"]},
+            dims={"theta": ["obs", "parameter"], "x": ["obs", *x_dims(xb.ndim - 1)]},
             coords=coords,
         )
         chain_stats = {k: v for k, v in stats.items() if v.shape[:2] == (b, c)}
@@ -531,11 +587,19 @@ class Posterior:
 
     def __repr__(self) -> str:
         names = [(g.spec or {}).get("name", "custom") for g in self.groups]
+        shape = (f"x_dim={self.x_dim}" if len(self.x_shape) == 1
+                 else f"x_shape={self.x_shape}")
         return (
             f"Posterior(method={self.method!r}, members={self._sizes} of {names}, "
-            f"theta_dim={self.theta_dim}, x_dim={self.x_dim}, "
+            f"theta_dim={self.theta_dim}, {shape}, "
             f"weights={np.round(self.weights, 3).tolist()})"
         )
+
+
+def x_dims(rank: int) -> list[str]:
+    """Dimension names of one observation in arviz/xarray output: ``["x_dim"]`` for vectors,
+    ``["x_dim_0", "x_dim_1", ...]`` for observations with more axes."""
+    return ["x_dim"] if rank == 1 else [f"x_dim_{i}" for i in range(rank)]
 
 
 def _squeeze_info(info: SamplingInfo, single: bool) -> SamplingInfo:

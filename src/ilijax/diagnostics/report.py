@@ -176,7 +176,8 @@ def validate(
         posterior: Object with ``sample(key, x, n)``, optionally ``log_prob(theta, x)`` and a
             ``normalized`` flag (see :func:`log_prob_of_truth`); e.g. :class:`ilijax.Posterior`.
         theta_test: ``(n_test, d)`` true parameters, drawn from the prior.
-        x_test: ``(n_test, x_dim)`` their simulated observations.
+        x_test: ``(n_test, x_dim)`` their simulated observations, or ``(n_test, *x_shape)``
+            for a posterior over structured data (an estimator with an embedding network).
         metrics: Any of ``"sbc"``, ``"coverage"``, ``"tarp"``, ``"log_prob"``,
             ``"predictions"`` (the default set), ``"c2st"`` and ``"mmd"`` (need
             ``reference_samples``) and ``"predictive"`` (needs ``simulator``).
@@ -217,8 +218,10 @@ def validate(
     metrics = _check_metrics(metrics)
     timings: dict[str, float] = {}
     xt = jnp.asarray(x_test, jnp.float32)
-    if xt.ndim != 2:
-        raise ValueError(f"Expected x_test of shape (n_test, x_dim); got {xt.shape}")
+    if xt.ndim < 2:
+        raise ValueError(
+            f"Expected x_test of shape (n_test, x_dim) or (n_test, *x_shape); got {xt.shape}"
+        )
     n = xt.shape[0]
     th = jnp.asarray(theta_test, jnp.float32)
     if th.ndim != 2 or th.shape[0] != n:
@@ -317,7 +320,7 @@ def validate(
                 results[m] = mmd(ref, mine)
         elif m == "predictive":
             results[m] = posterior_predictive(
-                keys["predictive"], posterior, simulator, xt,
+                keys["predictive"], posterior, simulator, xt.reshape(n, -1),
                 samples=s[:, : min(predictive_samples, s.shape[1])])
         jax.block_until_ready(results[m])
         done(m, t0)
@@ -451,6 +454,12 @@ def _save_npy(path: str, a: np.ndarray) -> None:
         np.save(f, a)
 
 
+def x_dims(rank: int) -> list[str]:
+    """Names of the axes of one observation: ``["x_dim"]`` for vectors, ``["x_dim_0", ...]``
+    for observations with more axes (as :class:`ilijax.Posterior`'s sampling info)."""
+    return ["x_dim"] if rank == 1 else [f"x_dim_{i}" for i in range(rank)]
+
+
 def _datatree(report: ValidationReport, x: Array):
     import arviz as az
     import xarray as xr
@@ -461,7 +470,7 @@ def _datatree(report: ValidationReport, x: Array):
     dt = az.from_dict(
         {"posterior": {"theta": s.transpose(1, 0, 2)[None]},
          "observed_data": {"x": np.asarray(x)}},
-        dims={"theta": ["obs", "parameter"], "x": ["obs", "x_dim"]},
+        dims={"theta": ["obs", "parameter"], "x": ["obs", *x_dims(np.ndim(x) - 1)]},
         coords=coords,
     )
     dt["true_parameters"] = xr.DataTree(xr.Dataset(

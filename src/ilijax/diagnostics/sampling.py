@@ -29,7 +29,7 @@ def sample_test_set(
             posterior, so the draws do not depend on how the test set is chunked.
         posterior: Any object with ``sample(key, x, num_samples, **options)`` that returns
             ``(n_test, num_samples, theta_dim)`` for a batch ``x`` of shape ``(n_test, x_dim)``.
-        x_test: ``(n_test, x_dim)`` observations.
+        x_test: ``(n_test, x_dim)`` observations (or ``(n_test, *x_shape)``).
         num_samples: Draws per observation.
         **sampler_options: Passed on to ``posterior.sample`` (e.g. ``chunk_size``).
 
@@ -56,9 +56,10 @@ def sample_test_set(
             f"{type(posterior).__name__}"
         )
     x = jnp.asarray(x_test, jnp.float32)
-    if x.ndim != 2 or x.shape[0] < 1:
+    if x.ndim < 2 or x.shape[0] < 1:
         raise ValueError(
-            f"Expected x_test of shape (n_test, x_dim) with n_test >= 1; got {x.shape}"
+            f"Expected x_test of shape (n_test, x_dim) or (n_test, *x_shape) with n_test >= 1; "
+            f"got {x.shape}"
         )
     if int(num_samples) < 1:
         raise ValueError(f"Expected num_samples >= 1; got {num_samples}")

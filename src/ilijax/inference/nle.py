@@ -114,6 +114,10 @@ def nle(
         raise ValueError(
             f"Expected estimator to be an Estimator bundle or a list of them; got {estimator!r}"
         )
+    # The member bundles' init takes (key, theta, x) and standardises y = x, context = theta
+    # on the whole training set. Built first: an estimator with an embedding network is
+    # refused here (x is the modelled variable, not a context).
+    bundles = [member_bundle("nle", e, prior) for e in estimators]
     dataset = _data.check_data(theta, x, nan_policy=nan_policy)
     # The same checks as NPE (x rank 2, theta columns, theta in the support); boundary rows
     # need no warning here, as nothing is mapped to the unconstrained space for training.
@@ -121,9 +125,6 @@ def nle(
 
     k_split, k_init, k_fit = jax.random.split(key, 3)
     train, val = _data.split(k_split, dataset, validation_fraction)
-    # The member bundles' init takes (key, theta, x) and standardises y = x, context = theta
-    # on the whole training set.
-    bundles = [member_bundle("nle", e, prior) for e in estimators]
     params = init_members(k_init, bundles, int(ensemble), train)
     losses = [nle_loss(e) for e in estimators]
     params, info = fit(k_fit, params, losses, train, val,

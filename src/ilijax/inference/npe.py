@@ -20,10 +20,12 @@ import numpy as np
 from ilijax import data as _data
 from ilijax.estimators._base import Estimator
 from ilijax.estimators._support import on_support
+from ilijax.estimators.embedded import embedding_parts
 from ilijax.inference._ensemble import WEIGHTINGS, ensemble_weights
+from ilijax.inference._members import init_group, train_groups
 from ilijax.posterior import Group, Posterior
 from ilijax.priors import support_bijector, validate_prior
-from ilijax.train import FitInfo, fit
+from ilijax.train import FitInfo
 
 __all__ = ["npe", "npe_loss"]
 
@@ -71,11 +73,15 @@ def npe(
     Args:
         key: PRNG key; the same key gives the same split, initialisation, training and weights.
         theta: ``(n, theta_dim)`` parameters, drawn from ``prior``.
-        x: ``(n, x_dim)`` simulated data.
+        x: ``(n, x_dim)`` simulated data, or ``(n, *x_shape)`` (spectra, maps, point clouds)
+            when every estimator has an embedding network (:func:`ilijax.estimators.embedded`).
         prior: numpyro distribution with event shape ``(theta_dim,)`` (see ``ilijax.priors``).
         estimator: A bundle from ``ilijax.estimators`` (default ``nsf()``: hidden 50,
             5 transforms, 10 bins, as sbi), or a list of bundles: a heterogeneous ensemble, each
-            bundle a group trained in the same compiled program.
+            bundle a group trained in the same compiled program. An embedded bundle
+            (``ilijax.estimators.embedded(nsf(), ilijax.nn.CNN2D(...))``) trains its embedding
+            jointly; with ``share_embedding=True`` one embedding is trained and shared by the
+            group's members (see :mod:`ilijax.inference._members`).
         ensemble: Members per bundle (each from its own key).
         weighting: ``"softmax"`` of the held-out log-likelihood (ltu-ili's default),
             ``"uniform"`` or ``"stacking"`` (weights maximising the held-out mixture log score).
@@ -103,24 +109,26 @@ def npe(
         raise ValueError(f"Expected weighting in {WEIGHTINGS}; got {weighting!r}")
     estimators = check_estimators(estimator, ensemble)
     dataset = _data.check_data(theta, x, nan_policy=nan_policy)
-    bijector = check_npe_dataset(prior, dataset, stacklevel=3)
+    bijector = check_npe_dataset(prior, dataset, stacklevel=3,
+                                 embedded=all_embedded(estimators))
 
     k_split, k_init, k_fit = jax.random.split(key, 3)
     train, val = _data.split(k_split, dataset, validation_fraction)
-    wrapped = [on_support(e, bijector) for e in estimators]
-    params = init_members(k_init, wrapped, ensemble, train)
-    losses = [npe_loss(w) for w in wrapped]
-    params, info = fit(k_fit, params, losses, train, val,
-                       validation_fraction=validation_fraction, **fit_options)
+    wrapped, params, info = train_groups(
+        k_init, k_fit, estimators, int(ensemble), train, val,
+        make_bundle=lambda e: on_support(e, bijector),
+        make_loss=lambda e: npe_loss(on_support(e, bijector)),
+        fit_options=dict(validation_fraction=validation_fraction, **fit_options),
+    )
 
     groups = [Group(w, p, e.spec) for w, p, e in zip(wrapped, params, estimators, strict=True)]
+    x_shape = dataset.x.shape[1:]
     member_lp = None
     if weighting == "stacking":
-        probe = Posterior(groups, np.ones(info.epochs.size), prior, x_dim=dataset.x.shape[1])
+        probe = Posterior(groups, np.ones(info.epochs.size), prior, x_shape=x_shape)
         member_lp = jax.jit(jax.vmap(probe.member_log_prob))(val.theta, val.x)
     weights = ensemble_weights(weighting, info.best_validation_loss, info.diverged, member_lp)
-    posterior = Posterior(groups, weights, prior, x_dim=dataset.x.shape[1], method="npe",
-                          labels=labels)
+    posterior = Posterior(groups, weights, prior, x_shape=x_shape, method="npe", labels=labels)
     return posterior, info
 
 
@@ -142,18 +150,30 @@ def check_estimators(
     return estimators
 
 
+def all_embedded(estimators: Sequence[Any]) -> bool:
+    """Whether every bundle has an embedding network (then ``x`` may have any event shape)."""
+    return all(embedding_parts(e) is not None for e in estimators)
+
+
 def check_npe_dataset(
-    prior, dataset: _data.Dataset, *, stacklevel: int = 2, warn_edge: bool = True
+    prior,
+    dataset: _data.Dataset,
+    *,
+    stacklevel: int = 2,
+    warn_edge: bool = True,
+    embedded: bool = False,
 ):
     """Checks a checked dataset against the prior and returns the prior's support bijector.
 
-    ``x`` must be ``(n, x_dim)``, ``theta`` must have the prior's columns and lie in its support;
-    rows exactly on the boundary of a closed support are counted in a warning (``warn_edge``).
+    ``x`` must be ``(n, x_dim)`` (any ``(n, *x_shape)`` when ``embedded``: the embedding
+    networks check the event shape), ``theta`` must have the prior's columns and lie in its
+    support; rows exactly on the boundary of a closed support are counted in a warning
+    (``warn_edge``).
     """
-    if dataset.x.ndim != 2:
+    if dataset.x.ndim != 2 and not embedded:
         raise ValueError(
             f"Expected x of shape (n, x_dim); got {dataset.x.shape}. Flatten it, or use an "
-            f"embedding network"
+            f"embedding network (ilijax.estimators.embedded)"
         )
     theta_dim = int(prior.event_shape[0])
     if dataset.theta.shape[1] != theta_dim:
@@ -177,12 +197,6 @@ def check_npe_dataset(
 
 def init_members(key: jax.Array, wrapped: Sequence[Estimator], ensemble: int, train) -> list:
     """Stacked params of ``ensemble`` members per group, standardised on ``train``."""
-    params = []
-    for i, w in enumerate(wrapped):
-        keys = jax.random.split(jax.random.fold_in(key, i), int(ensemble))
-        # One compiled init per group (eager vmap of a flax init dispatches op by op: 2-3x
-        # slower for a 5-layer spline flow).
-        init = jax.jit(jax.vmap(w.init, in_axes=(0, None, None)))
-        params.append(init(keys, train.theta, train.x))
-    return params
+    return [init_group(jax.random.fold_in(key, i), w, ensemble, train.theta, train.x)
+            for i, w in enumerate(wrapped)]
 

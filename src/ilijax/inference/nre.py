@@ -42,7 +42,8 @@ import numpy as np
 from ilijax import data as _data
 from ilijax.estimators.classifier import Classifier
 from ilijax.inference._ensemble import WEIGHTINGS, ensemble_weights
-from ilijax.inference.npe import check_npe_dataset, init_members
+from ilijax.inference._members import train_groups
+from ilijax.inference.npe import all_embedded, check_npe_dataset
 from ilijax.posterior import Group, Posterior, member_bundle
 from ilijax.priors import validate_prior
 from ilijax.train import FitInfo, fit
@@ -301,11 +302,15 @@ def nre(
     Args:
         key: PRNG key; the same key gives the same split, initialisation, training and weights.
         theta: ``(n, theta_dim)`` parameters, drawn from ``prior``.
-        x: ``(n, x_dim)`` simulated data.
+        x: ``(n, x_dim)`` simulated data, or ``(n, *x_shape)`` when every classifier has an
+            embedding network (:func:`ilijax.estimators.embedded`).
         prior: numpyro distribution with event shape ``(theta_dim,)`` (see ``ilijax.priors``).
         classifier: A bundle from :func:`ilijax.estimators.classifier` (default: an MLP with two
             hidden layers of 50, as sbi), or a list of bundles (a heterogeneous ensemble, each
-            bundle a group trained in the same compiled program).
+            bundle a group trained in the same compiled program). An embedded classifier
+            (``ilijax.estimators.embedded(classifier(), ilijax.nn.DeepSet(...))``) sees the
+            summaries of ``x`` and trains its embedding jointly (or shares one across members
+            with ``share_embedding=True``, see :mod:`ilijax.inference._members`).
         ensemble: Members per bundle (each from its own key).
         variant: ``"b"`` (NRE-B, contrastive, the default as in sbi), ``"a"`` (NRE-A), ``"c"``
             (NRE-C) or ``"bnre"`` (balanced NRE-A); see the loss functions of this module.
@@ -375,7 +380,7 @@ def nre(
     dataset = _data.check_data(theta, x, nan_policy=nan_policy)
     # The same checks as NPE (x rank 2, theta columns, theta in the support); boundary rows
     # need no warning here, as nothing is mapped to the unconstrained space for training.
-    check_npe_dataset(prior, dataset, warn_edge=False)
+    check_npe_dataset(prior, dataset, warn_edge=False, embedded=all_embedded(classifiers))
 
     k_split, k_init, k_fit = jax.random.split(key, 3)
     train, val = _data.split(k_split, dataset, validation_fraction)
@@ -399,21 +404,22 @@ def nre(
                 f"{n_val} validation rows). Lower num_atoms or raise batch_size / the data size"
             )
 
-    bundles = [member_bundle("nre", c, prior) for c in classifiers]
-    params = init_members(k_init, bundles, ensemble, train)
-    losses = [_variant_loss(c, variant, num_atoms, gamma, regularization) for c in classifiers]
-    params, info = fit(k_fit, params, losses, train, val,
-                       validation_fraction=validation_fraction, **fit_options)
+    bundles, params, info = train_groups(
+        k_init, k_fit, classifiers, ensemble, train, val,
+        make_bundle=lambda c: member_bundle("nre", c, prior),
+        make_loss=lambda c: _variant_loss(c, variant, num_atoms, gamma, regularization),
+        fit_options=dict(validation_fraction=validation_fraction, **fit_options),
+    )
 
     groups = [Group(b, p, c.spec) for b, p, c in zip(bundles, params, classifiers, strict=True)]
+    x_shape = dataset.x.shape[1:]
     member_lp = None
     if weighting == "stacking":
-        probe = Posterior(groups, np.ones(info.epochs.size), prior, x_dim=dataset.x.shape[1],
+        probe = Posterior(groups, np.ones(info.epochs.size), prior, x_shape=x_shape,
                           method="nre")
         member_lp = jax.jit(jax.vmap(probe.member_log_prob))(val.theta, val.x)
     weights = ensemble_weights(weighting, info.best_validation_loss, info.diverged, member_lp)
-    posterior = Posterior(groups, weights, prior, x_dim=dataset.x.shape[1], method="nre",
-                          labels=labels)
+    posterior = Posterior(groups, weights, prior, x_shape=x_shape, method="nre", labels=labels)
     return posterior, info
 
 

@@ -30,6 +30,7 @@ from ilijax import data as _data
 from ilijax.estimators._base import Estimator
 from ilijax.estimators._support import on_support
 from ilijax.inference._ensemble import ensemble_weights
+from ilijax.inference._members import shares_embedding
 from ilijax.inference.npe import check_estimators, check_npe_dataset, init_members, npe_loss
 from ilijax.posterior import Group, Posterior
 from ilijax.priors import validate_prior
@@ -302,7 +303,13 @@ def sequential(
         raise ValueError(f"Expected 0 < validation_fraction < 1; got {validation_fraction}")
 
     if method == "npe":
-        trainer = _SNPE(prior, check_estimators(estimator, ensemble), ensemble, num_atoms,
+        estimators = check_estimators(estimator, ensemble)
+        if any(shares_embedding(e, ensemble) for e in estimators):
+            raise ValueError(
+                "Expected share_embedding=False for sequential NPE (its rounds warm-start every "
+                "member, embedding included); got an estimator with share_embedding=True"
+            )
+        trainer = _SNPE(prior, estimators, ensemble, num_atoms,
                         validation_fraction, labels, progress, fit_options)
     else:
         trainer = _Retrain(method, prior, estimator, classifier, ensemble, num_atoms,

@@ -221,6 +221,19 @@ class Posterior:
         """Total number of ensemble members over all groups."""
         return int(sum(self._sizes))
 
+    def member(self, k: int) -> Posterior:
+        """Member ``k`` alone (members numbered over the groups in order) as a one-member
+        posterior, e.g. to validate each member of an ensemble separately."""
+        if not 0 <= int(k) < self.num_members:
+            raise ValueError(f"Expected 0 <= k < {self.num_members} (members); got {k}")
+        starts = np.cumsum([0, *self._sizes])
+        g = int(np.searchsorted(starts, int(k), side="right") - 1)
+        local = int(k) - int(starts[g])
+        group = self.groups[g]
+        params = jax.tree.map(lambda a: a[local:local + 1], group.params)
+        return Posterior([group._replace(params=params)], [1.0], self.prior,
+                         x_shape=self.x_shape, method=self.method, labels=self.labels)
+
     # ----------------------------------------------------------------------- log-density
 
     def member_log_prob(self, theta: Array, x: Array) -> Array:

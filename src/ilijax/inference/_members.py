@@ -43,6 +43,24 @@ _RUN_OPTIONS = ("checkpoint_every", "on_checkpoint", "resume")
 _EMBED_CHUNK = 4096
 
 
+def member_counts(ensemble: Any, num_groups: int) -> list[int]:
+    """Members per group from ``ensemble``: one int for every group, or a sequence of one int
+    per group (e.g. ltu-ili's ``repeats`` per net)."""
+    if isinstance(ensemble, int | np.integer) and not isinstance(ensemble, bool):
+        counts = [int(ensemble)] * num_groups
+    elif isinstance(ensemble, Sequence) and not isinstance(ensemble, str):
+        if len(ensemble) != num_groups or not all(
+                isinstance(c, int | np.integer) and not isinstance(c, bool) for c in ensemble):
+            raise ValueError(f"Expected ensemble to be an int or {num_groups} ints (one per "
+                             f"bundle); got {list(ensemble)!r}")
+        counts = [int(c) for c in ensemble]
+    else:
+        raise ValueError(f"Expected ensemble to be an int or a list of ints; got {ensemble!r}")
+    if any(c < 1 for c in counts):
+        raise ValueError(f"Expected ensemble >= 1 (members per bundle); got {ensemble!r}")
+    return counts
+
+
 def init_group(key: jax.Array, bundle, ensemble: int, theta, x):
     """Stacked params of ``ensemble`` members of ``bundle`` (keys ``split(key, ensemble)``),
     standardised on ``(theta, x)``."""
@@ -73,7 +91,7 @@ def train_groups(
     k_init: jax.Array,
     k_fit: jax.Array,
     estimators: Sequence[Any],
-    ensemble: int,
+    ensemble: int | Sequence[int],
     train: _data.Dataset,
     val: _data.Dataset,
     *,
@@ -87,7 +105,7 @@ def train_groups(
         k_init: Key of the initialisations (group ``i`` uses ``fold_in(k_init, i)``).
         k_fit: Key of the training.
         estimators: The user's bundles, one per group.
-        ensemble: Members per group.
+        ensemble: Members per group (an int for all, or one int per group).
         train: Training set.
         val: Validation set.
         make_bundle: ``bundle -> member bundle`` whose ``init(key, theta, x)`` gives one
@@ -101,9 +119,10 @@ def train_groups(
         the :class:`~ilijax.train.FitInfo` of the (last) training.
     """
     bundles = [make_bundle(e) for e in estimators]
-    shared = [i for i, e in enumerate(estimators) if shares_embedding(e, ensemble)]
+    counts = member_counts(ensemble, len(estimators))
+    shared = [i for i, e in enumerate(estimators) if shares_embedding(e, counts[i])]
     if not shared:
-        params = [init_group(jax.random.fold_in(k_init, i), b, ensemble, train.theta, train.x)
+        params = [init_group(jax.random.fold_in(k_init, i), b, counts[i], train.theta, train.x)
                   for i, b in enumerate(bundles)]
         losses = [make_loss(e) for e in estimators]
         params, info = fit(k_fit, params, losses, train, val, **fit_options)
@@ -111,7 +130,7 @@ def train_groups(
 
     # Stage 1: one member per shared group trains its embedding jointly with its estimator. Its
     # key is the group's first member key, so it starts where an unshared member 0 would.
-    first = [init_group(jax.random.fold_in(k_init, i), bundles[i], ensemble, train.theta,
+    first = [init_group(jax.random.fold_in(k_init, i), bundles[i], counts[i], train.theta,
                         train.x) for i in shared]
     first = [jax.tree.map(lambda a: a[:1], p) for p in first]
     stage1 = {k: v for k, v in fit_options.items() if k not in _RUN_OPTIONS}
@@ -132,7 +151,7 @@ def train_groups(
     for i, e in enumerate(estimators):
         key_i = jax.random.fold_in(k_init, i)
         if i not in shared:
-            params.append(init_group(key_i, bundles[i], ensemble, train.theta, train.x))
+            params.append(init_group(key_i, bundles[i], counts[i], train.theta, train.x))
             losses.append(_on_fields(make_loss(e), "x"))
             continue
         parts = embedding_parts(e)
@@ -141,7 +160,7 @@ def train_groups(
         field = f"s{i}"
         train2[field], val2[field] = summaries(parts, p1, train.x), summaries(parts, p1, val.x)
         head = make_bundle(parts.inner)
-        params.append(init_group(jax.random.fold_in(key_i, 1), head, ensemble, train.theta,
+        params.append(init_group(jax.random.fold_in(key_i, 1), head, counts[i], train.theta,
                                  train2[field]))
         losses.append(_on_fields(make_loss(parts.inner), field))
     params, info = fit(k_fit, params, losses, train2, val2, **fit_options)
@@ -150,7 +169,8 @@ def train_groups(
     out = []
     for i, p in enumerate(params):
         if i in shared:
-            tiled = jax.tree.map(lambda a: jnp.broadcast_to(a, (ensemble, *a.shape)), frozen[i])
+            tiled = jax.tree.map(lambda a, n=counts[i]: jnp.broadcast_to(a, (n, *a.shape)),
+                                 frozen[i])
             p = {**tiled, "estimator": p}
         out.append(p)
     return bundles, out, info

@@ -20,6 +20,7 @@ import numpy as np
 from ilijax import data as _data
 from ilijax.estimators._base import Estimator
 from ilijax.inference._ensemble import WEIGHTINGS, ensemble_weights
+from ilijax.inference._members import member_counts
 from ilijax.inference.npe import check_npe_dataset, init_members
 from ilijax.posterior import Group, Posterior, member_bundle
 from ilijax.priors import validate_prior
@@ -59,7 +60,7 @@ def nle(
     *,
     prior,
     estimator: Estimator | Sequence[Estimator] | None = None,
-    ensemble: int = 1,
+    ensemble: int | Sequence[int] = 1,
     weighting: str = "softmax",
     nan_policy: str = "drop",
     labels: Sequence[str] | None = None,
@@ -81,7 +82,7 @@ def nle(
         estimator: A bundle from ``ilijax.estimators`` modelling ``x`` given ``theta``
             (default ``maf()``: hidden 50, 5 transforms, as sbi's NLE), or a list of bundles
             (a heterogeneous ensemble, each bundle a group).
-        ensemble: Members per bundle (each from its own key).
+        ensemble: Members per bundle (each from its own key): an int, or one per bundle.
         weighting: ``"softmax"`` of the held-out log-likelihood, ``"uniform"`` or
             ``"stacking"`` (weights maximising the held-out mixture log score of ``x``).
         nan_policy: ``"drop"`` (warn with a count) or ``"raise"`` for non-finite rows.
@@ -106,14 +107,13 @@ def nle(
     prior = validate_prior(prior)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"Expected weighting in {WEIGHTINGS}; got {weighting!r}")
-    if int(ensemble) < 1:
-        raise ValueError(f"Expected ensemble >= 1; got {ensemble}")
     estimators = [estimator] if isinstance(estimator, Estimator) else (
         [_default_estimator()] if estimator is None else list(estimator))
     if not estimators or not all(isinstance(e, Estimator) for e in estimators):
         raise ValueError(
             f"Expected estimator to be an Estimator bundle or a list of them; got {estimator!r}"
         )
+    counts = member_counts(ensemble, len(estimators))
     # The member bundles' init takes (key, theta, x) and standardises y = x, context = theta
     # on the whole training set. Built first: an estimator with an embedding network is
     # refused here (x is the modelled variable, not a context).
@@ -125,7 +125,7 @@ def nle(
 
     k_split, k_init, k_fit = jax.random.split(key, 3)
     train, val = _data.split(k_split, dataset, validation_fraction)
-    params = init_members(k_init, bundles, int(ensemble), train)
+    params = init_members(k_init, bundles, counts, train)
     losses = [nle_loss(e) for e in estimators]
     params, info = fit(k_fit, params, losses, train, val,
                        validation_fraction=validation_fraction, **fit_options)

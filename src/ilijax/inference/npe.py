@@ -22,7 +22,7 @@ from ilijax.estimators._base import Estimator
 from ilijax.estimators._support import on_support
 from ilijax.estimators.embedded import embedding_parts
 from ilijax.inference._ensemble import WEIGHTINGS, ensemble_weights
-from ilijax.inference._members import init_group, train_groups
+from ilijax.inference._members import init_group, member_counts, train_groups
 from ilijax.posterior import Group, Posterior
 from ilijax.priors import support_bijector, validate_prior
 from ilijax.train import FitInfo
@@ -61,7 +61,7 @@ def npe(
     *,
     prior,
     estimator: Estimator | Sequence[Estimator] | None = None,
-    ensemble: int = 1,
+    ensemble: int | Sequence[int] = 1,
     weighting: str = "softmax",
     nan_policy: str = "drop",
     labels: Sequence[str] | None = None,
@@ -82,7 +82,8 @@ def npe(
             (``ilijax.estimators.embedded(nsf(), ilijax.nn.CNN2D(...))``) trains its embedding
             jointly; with ``share_embedding=True`` one embedding is trained and shared by the
             group's members (see :mod:`ilijax.inference._members`).
-        ensemble: Members per bundle (each from its own key).
+        ensemble: Members per bundle (each from its own key): one int for every bundle, or one
+            int per bundle (ltu-ili's ``repeats``).
         weighting: ``"softmax"`` of the held-out log-likelihood (ltu-ili's default),
             ``"uniform"`` or ``"stacking"`` (weights maximising the held-out mixture log score).
         nan_policy: ``"drop"`` (warn with a count) or ``"raise"`` for non-finite rows.
@@ -115,7 +116,7 @@ def npe(
     k_split, k_init, k_fit = jax.random.split(key, 3)
     train, val = _data.split(k_split, dataset, validation_fraction)
     wrapped, params, info = train_groups(
-        k_init, k_fit, estimators, int(ensemble), train, val,
+        k_init, k_fit, estimators, ensemble, train, val,
         make_bundle=lambda e: on_support(e, bijector),
         make_loss=lambda e: npe_loss(on_support(e, bijector)),
         fit_options=dict(validation_fraction=validation_fraction, **fit_options),
@@ -136,17 +137,17 @@ def npe(
 
 
 def check_estimators(
-    estimator: Estimator | Sequence[Estimator] | None, ensemble: int
+    estimator: Estimator | Sequence[Estimator] | None, ensemble: int | Sequence[int]
 ) -> list[Estimator]:
-    """The list of bundles (one group each) from ``estimator``; checks ``ensemble >= 1``."""
-    if int(ensemble) < 1:
-        raise ValueError(f"Expected ensemble >= 1; got {ensemble}")
+    """The list of bundles (one group each) from ``estimator``; checks ``ensemble`` (an int
+    >= 1, or one per bundle)."""
     estimators = [estimator] if isinstance(estimator, Estimator) else (
         [_default_estimator()] if estimator is None else list(estimator))
     if not estimators or not all(isinstance(e, Estimator) for e in estimators):
         raise ValueError(
             f"Expected estimator to be an Estimator bundle or a list of them; got {estimator!r}"
         )
+    member_counts(ensemble, len(estimators))
     return estimators
 
 
@@ -195,8 +196,11 @@ def check_npe_dataset(
     return bijector
 
 
-def init_members(key: jax.Array, wrapped: Sequence[Estimator], ensemble: int, train) -> list:
-    """Stacked params of ``ensemble`` members per group, standardised on ``train``."""
-    return [init_group(jax.random.fold_in(key, i), w, ensemble, train.theta, train.x)
+def init_members(key: jax.Array, wrapped: Sequence[Estimator], ensemble: int | Sequence[int],
+                 train) -> list:
+    """Stacked params of ``ensemble`` members per group (an int for all, or one per group),
+    standardised on ``train``."""
+    counts = member_counts(ensemble, len(wrapped))
+    return [init_group(jax.random.fold_in(key, i), w, counts[i], train.theta, train.x)
             for i, w in enumerate(wrapped)]
 

@@ -42,7 +42,7 @@ import numpy as np
 from ilijax import data as _data
 from ilijax.estimators.classifier import Classifier
 from ilijax.inference._ensemble import WEIGHTINGS, ensemble_weights
-from ilijax.inference._members import train_groups
+from ilijax.inference._members import member_counts, train_groups
 from ilijax.inference.npe import all_embedded, check_npe_dataset
 from ilijax.posterior import Group, Posterior, member_bundle
 from ilijax.priors import validate_prior
@@ -282,7 +282,7 @@ def nre(
     *,
     prior,
     classifier: Classifier | Sequence[Classifier] | None = None,
-    ensemble: int = 1,
+    ensemble: int | Sequence[int] = 1,
     variant: str = "b",
     num_atoms: int = 10,
     gamma: float = 1.0,
@@ -311,7 +311,7 @@ def nre(
             (``ilijax.estimators.embedded(classifier(), ilijax.nn.DeepSet(...))``) sees the
             summaries of ``x`` and trains its embedding jointly (or shares one across members
             with ``share_embedding=True``, see :mod:`ilijax.inference._members`).
-        ensemble: Members per bundle (each from its own key).
+        ensemble: Members per bundle (each from its own key): an int, or one per bundle.
         variant: ``"b"`` (NRE-B, contrastive, the default as in sbi), ``"a"`` (NRE-A), ``"c"``
             (NRE-C) or ``"bnre"`` (balanced NRE-A); see the loss functions of this module.
         num_atoms: Parameters per contrastive set for ``"b"`` (``K >= 2``, true one included)
@@ -361,7 +361,6 @@ def nre(
             "logits are ratios only up to a constant per observation, so their held-out log "
             "score does not compare members; use variant 'a', 'c' or 'bnre' for stacking)"
         )
-    ensemble = _check_int("ensemble", ensemble, 1)
     if variant == "b":
         num_atoms = _check_int("num_atoms", num_atoms, 2)
     elif variant == "c":
@@ -376,6 +375,7 @@ def nre(
             f"Expected classifier to be a Classifier bundle (ilijax.estimators.classifier) or a "
             f"list of them; got {classifier!r}"
         )
+    member_counts(ensemble, len(classifiers))
 
     dataset = _data.check_data(theta, x, nan_policy=nan_policy)
     # The same checks as NPE (x rank 2, theta columns, theta in the support); boundary rows

@@ -30,7 +30,7 @@ from ilijax import data as _data
 from ilijax.estimators._base import Estimator
 from ilijax.estimators._support import on_support
 from ilijax.inference._ensemble import ensemble_weights
-from ilijax.inference._members import shares_embedding
+from ilijax.inference._members import member_counts, shares_embedding
 from ilijax.inference.npe import check_estimators, check_npe_dataset, init_members, npe_loss
 from ilijax.posterior import Group, Posterior
 from ilijax.priors import validate_prior
@@ -195,7 +195,7 @@ def sequential(
     simulations_per_round: int | Sequence[int] = 1000,
     estimator: Estimator | Sequence[Estimator] | None = None,
     classifier: Any = None,
-    ensemble: int = 1,
+    ensemble: int | Sequence[int] = 1,
     num_atoms: int = 10,
     proposal_samples_options: Mapping[str, Any] | None = None,
     simulator_kind: str = "auto",
@@ -271,7 +271,8 @@ def sequential(
         raise ValueError(f"Expected method in {METHODS}; got {method!r}")
     rounds = _check_int("rounds", rounds, 1)
     budgets = _budgets(simulations_per_round, rounds)
-    ensemble = _check_int("ensemble", ensemble, 1)
+    if isinstance(ensemble, int | np.integer) and not isinstance(ensemble, bool):
+        ensemble = _check_int("ensemble", ensemble, 1)
     if method in ("npe", "nre"):
         num_atoms = _check_int("num_atoms", num_atoms, 2)
     if simulator_kind not in _KINDS:
@@ -304,7 +305,8 @@ def sequential(
 
     if method == "npe":
         estimators = check_estimators(estimator, ensemble)
-        if any(shares_embedding(e, ensemble) for e in estimators):
+        if any(shares_embedding(e, c) for e, c in zip(
+                estimators, member_counts(ensemble, len(estimators)), strict=True)):
             raise ValueError(
                 "Expected share_embedding=False for sequential NPE (its rounds warm-start every "
                 "member, embedding included); got an estimator with share_embedding=True"

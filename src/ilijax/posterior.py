@@ -572,9 +572,13 @@ class Posterior:
                 {k: (("obs", "chain") + tuple(f"{k}_dim_{i}" for i in range(v.ndim - 2)), v)
                  for k, v in chain_stats.items()}, coords={"obs": np.arange(b)}))
         if check:
-            rhat = np.asarray(az.rhat(idata, var_names=["theta"])["theta"]).reshape(b, d)
-            ess = np.asarray(az.ess(idata, var_names=["theta"], method="bulk")["theta"]).reshape(
-                b, d)
+            # Chains that never moved (zero variance) give arviz divisions by zero; their
+            # R-hat comes out inf/NaN, and the warning below names those observations.
+            with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+                warnings.simplefilter("ignore", RuntimeWarning)
+                rhat = np.asarray(az.rhat(idata, var_names=["theta"])["theta"]).reshape(b, d)
+                ess = np.asarray(az.ess(idata, var_names=["theta"], method="bulk")[
+                    "theta"]).reshape(b, d)
             worst = np.nanmax(np.where(np.isfinite(rhat), rhat, np.inf), axis=1)
             bad = np.flatnonzero(worst > RHAT_THRESHOLD)
             if bad.size:

@@ -323,7 +323,7 @@ class Config(_Strict):
 
     def to_dict(self) -> dict:
         """The resolved config as plain YAML-able data (defaults filled in)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        return self.model_dump(mode="json")
 
 
 SECTIONS = ("data", "inference", "validation")
@@ -467,14 +467,27 @@ def apply_overrides(raw: dict, overrides: Sequence[str], base_dir: str | os.Path
     out = copy.deepcopy(raw)
     for text in overrides:
         parts, value = parse_override(text)
-        node = out
+        node: Any = out
         for p in parts[:-1]:
+            if isinstance(node, list):  # an item of a list, e.g. inference.nets.0.repeats
+                if not p.isdigit() or int(p) >= len(node):
+                    raise ConfigError(f"override {text!r}: {p!r} is not an index of a list of "
+                                      f"{len(node)} items")
+                node = node[int(p)]
+                continue
             if node.get(p) is None:
                 node[p] = {}
-            elif not isinstance(node[p], dict):
+            elif not isinstance(node[p], dict | list):
                 raise ConfigError(f"override {text!r}: {p!r} is a value, not a section")
             node = node[p]
-        node[parts[-1]] = value
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ConfigError(f"override {text!r}: {last!r} is not an index of a list of "
+                                  f"{len(node)} items")
+            node[int(last)] = value
+        else:
+            node[last] = value
         _resolve_paths(out, base_dir, only=tuple(parts))
     return out
 

@@ -171,9 +171,9 @@ def _embedding(e: Any, source: str) -> dict:
     out = {}
     for k, v in args.items():
         if k == "n_hidden":
-            out["hidden"] = list(v)
+            out["n_hidden"] = [int(h) for h in v]
         elif k == "act_fn":
-            out["activation"] = str(v).lower()
+            out["act_fn"] = str(v).lower()
         elif k == "n_input":
             continue  # inferred from the data
         else:

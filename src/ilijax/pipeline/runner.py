@@ -226,6 +226,11 @@ def _savez(path: Path, **arrays) -> Path:
     return atomic_write(path, write)
 
 
+def _save_npy(path, a) -> None:
+    with open(path, "wb") as f:
+        np.save(f, a)
+
+
 def _nan_to_none(a) -> list:
     a = np.asarray(a, dtype=np.float64)
     return np.where(np.isfinite(a), a, np.nan).tolist() if a.size else []
@@ -398,13 +403,22 @@ def _fit_options(cfg: Config) -> dict:
                 clip_norm=t.clip_max_norm)
 
 
-def _embedding_kwargs(cfg: Config) -> dict:
+def with_embedding(cfg: Config, bundles: list) -> list:
+    """``bundles`` behind the configured embedding network (each member gets its own, or one
+    shared with ``embedding.share``)."""
     e = cfg.inference.embedding
     if e is None:
-        return {}
-    from ilijax.nn import embeddings
+        return bundles
+    from ilijax.estimators import embedded
 
-    return embeddings.pipeline_kwargs(e.name, e.args, share=e.share)
+    if cfg.inference.method in ("nle", "snle"):
+        raise ConfigError(f"inference.embedding: {cfg.inference.method} models x itself, so an "
+                          f"embedding of x has no place in it; use npe or nre, or remove it")
+    try:
+        return [embedded(b, {"name": e.name, "config": dict(e.args)}, share_embedding=e.share)
+                for b in bundles]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"inference.embedding: {err}") from None
 
 
 def _inference_stage(cfg: Config, out: Path, prefix: str, sd: StageData, log, files,
@@ -424,7 +438,7 @@ def _inference_stage(cfg: Config, out: Path, prefix: str, sd: StageData, log, fi
     t0 = time.perf_counter()
     info = None
     rounds = None
-    emb = _embedding_kwargs(cfg)
+    bundles = with_embedding(cfg, bundles)
     if inf.method in ("npe", "nle", "nre"):
         ckpt = out / f"{prefix}checkpoint.npz"
         resume, resumed_epoch = _checkpoint.load(ckpt, stage_hashes(cfg)["inference"], log)
@@ -434,7 +448,7 @@ def _inference_stage(cfg: Config, out: Path, prefix: str, sd: StageData, log, fi
                     resume=resume)
         common = dict(prior=sd.prior, ensemble=counts, weighting=inf.weighting,
                       nan_policy=cfg.data.nan_policy, labels=labels,
-                      validation_fraction=inf.train.validation_fraction, **emb, **opts)
+                      validation_fraction=inf.train.validation_fraction, **opts)
         log(f"inference: {inf.method.upper()} with {sum(counts)} member(s) "
             f"({', '.join(signatures)}) on {sd.theta.shape[0]} pairs"
             + (f", resuming from epoch {resumed_epoch}" if resumed_epoch else ""))
@@ -455,8 +469,6 @@ def _inference_stage(cfg: Config, out: Path, prefix: str, sd: StageData, log, fi
         if sd.x_obs is None:
             raise ConfigError(f"inference.method: {inf.method} needs the observation x_obs "
                               f"(data xobs_file / xobs_key / simulator.x_obs); got none")
-        if emb:
-            raise ConfigError("inference.embedding: not supported with sequential methods yet")
         per_round = inf.train.simulations_per_round or max(sd.theta.shape[0], 2)
         log(f"inference: {inf.method.upper()}, {inf.train.num_round} rounds x {per_round} "
             f"simulations")
@@ -501,12 +513,6 @@ def _inference_stage(cfg: Config, out: Path, prefix: str, sd: StageData, log, fi
     return posterior
 
 
-def _member_posterior(posterior, k: int):
-    w = np.zeros(posterior.num_members)
-    w[k] = 1.0
-    return posterior.with_weights(w)
-
-
 def _validation_stage(cfg: Config, out: Path, prefix: str, posterior, sd: StageData | None,
                       log, files, result: RunResult):
     import jax
@@ -540,7 +546,7 @@ def _validation_stage(cfg: Config, out: Path, prefix: str, posterior, sd: StageD
     targets = [(None, posterior)]
     if not v.ensemble_mode:
         sigs = result.summary.get("signatures") or [str(k) for k in range(posterior.num_members)]
-        targets = [(f"member_{sigs[k]}", _member_posterior(posterior, k))
+        targets = [(f"member_{sigs[k]}", posterior.member(k))
                    for k in range(posterior.num_members)]
     reports = []
     style = None
@@ -573,7 +579,7 @@ def _validation_stage(cfg: Config, out: Path, prefix: str, posterior, sd: StageD
             else:
                 shown = draws
             files["xobs_samples"] = atomic_write(val_dir / "xobs_samples.npy",
-                                                 lambda tmp: np.save(open(tmp, "wb"), draws))
+                                                 lambda tmp: _save_npy(tmp, draws))
             if v.plots:
                 fig = plot_corner(shown, labels=v.labels or posterior.labels,
                                   truth=sd.theta_fid if sd.theta_fid is not None
@@ -661,8 +667,9 @@ def run(
     val_current = (not force and inf_current and (out / f"{prefix}validation" /
                                                   "metrics.json").exists()
                    and done.get("validation") == hashes["validation"])
-    need_arrays = ("data" in stages or (want_inf and not inf_current)
-                   or (want_val and not val_current))
+    # The data stage runs when a later stage needs its arrays, or when it is asked for alone.
+    need_arrays = ((want_inf and not inf_current) or (want_val and not val_current)
+                   or not (want_inf or want_val))
     sd = None
     if need_arrays:
         sd = _data_stage(cfg, out, prefix, hashes, done, force, data, simulator, log, files)

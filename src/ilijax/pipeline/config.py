@@ -311,7 +311,9 @@ class ValidationConfig(_Strict):
     plots: bool = True
     style_path: str | None = None
     corner_index: int = Field(default=0, ge=0)
-    xobs_samples: int = Field(default=1000, gt=0)
+    # Draws at the observation x_obs (when the data has one); 0 skips them. For MCMC samplers
+    # one observation is a separate compiled program from the test batch.
+    xobs_samples: int = Field(default=1000, ge=0)
 
 
 class Config(_Strict):

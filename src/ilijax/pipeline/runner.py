@@ -570,7 +570,7 @@ def _validation_stage(cfg: Config, out: Path, prefix: str, posterior, sd: StageD
                 files[f"validation/{'' if sub is None else sub + '/'}{name}"] = Path(path)
             reports.append(report)
             log(report.summary())
-        if sd is not None and sd.x_obs is not None:
+        if sd is not None and sd.x_obs is not None and v.xobs_samples > 0:
             x_obs = sd.x_obs
             draws = np.asarray(posterior.sample(jax.random.fold_in(key, 9), x_obs,
                                                 v.xobs_samples, **sampler))

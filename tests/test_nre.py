@@ -315,7 +315,7 @@ def test_nre_argument_errors(small):
         nre(jax.random.key(0), data.theta, data.x, weighting="stacking", **kw)
     with pytest.raises(ValueError, match="weighting in"):
         nre(jax.random.key(0), data.theta, data.x, weighting="best", **kw)
-    with pytest.raises(ValueError, match="ensemble to be an int >= 1; got 0"):
+    with pytest.raises(ValueError, match=r"ensemble >= 1 \(members per bundle\); got 0"):
         nre(jax.random.key(0), data.theta, data.x, ensemble=0, **kw)
     with pytest.raises(ValueError, match="Expected classifier to be a Classifier bundle"):
         nre(jax.random.key(0), data.theta, data.x, classifier=ilijax.estimators.mdn(), **kw)

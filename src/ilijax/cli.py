@@ -60,8 +60,39 @@ def demo(args: argparse.Namespace) -> int:
           f"toy), data -> inference -> validation")
     t0 = time.perf_counter()
     result = pipeline.run(cfg, force=args.force, log=None if args.quiet else print)
-    _print_outputs(result, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    _print_observation(result, cfg)
+    if args.quiet and result.report is not None:
+        print(result.report.summary())
+    _print_outputs(result, seconds)
     return 0
+
+
+def _print_observation(result, cfg) -> None:
+    """The posterior at the demo's observation against the truth and the exact posterior."""
+    import jax
+    import numpy as np
+
+    import ilijax
+
+    val = result.out_dir / f"{cfg.inference.prefix}validation"
+    sims = result.out_dir / f"{cfg.inference.prefix}simulations.npz"
+    if not (val / "xobs_samples.npy").exists() or not sims.exists():
+        return
+    draws = np.load(val / "xobs_samples.npy")
+    with np.load(sims) as z:
+        theta_true, x_obs = z["theta_fid"], z["x_obs"]
+    task = ilijax.tasks.get(cfg.data.task.name)
+    lo, hi = np.percentile(draws, [16, 84], axis=0)
+    print(f"\nposterior at the observation ({draws.shape[0]} draws):")
+    print(f"  {'parameter':<10} {'true':>8} {'mean':>8} {'68% interval':>20}  inside")
+    for i, name in enumerate(task.labels):
+        inside = "yes" if lo[i] <= theta_true[i] <= hi[i] else "no"
+        print(f"  {name:<10} {theta_true[i]:8.3f} {draws[:, i].mean():8.3f}    "
+              f"[{lo[i]:7.3f}, {hi[i]:7.3f}]  {inside}")
+    if task.sample_posterior is not None:
+        ref = np.asarray(task.sample_posterior(jax.random.key(0), x_obs, draws.shape[0]))
+        print("  exact posterior mean: " + ", ".join(f"{m:.3f}" for m in ref.mean(0)))
 
 
 def _print_outputs(result, seconds: float) -> None:

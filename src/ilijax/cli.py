@@ -59,7 +59,8 @@ def demo(args: argparse.Namespace) -> int:
     print(f"ilijax {ilijax.__version__} demo: NPE ensemble on the toy task (ltu-ili's quadratic "
           f"toy), data -> inference -> validation")
     t0 = time.perf_counter()
-    result = pipeline.run(cfg, force=args.force, log=None if args.quiet else print)
+    result = pipeline.run(cfg, force=args.force, log=None if args.quiet else print,
+                          progress=not args.quiet)
     seconds = time.perf_counter() - t0
     _print_observation(result, cfg)
     if args.quiet and result.report is not None:
@@ -120,7 +121,7 @@ def run_cmd(args: argparse.Namespace, stages) -> int:
     cfg = _load(args)
     t0 = time.perf_counter()
     result = pipeline.run(cfg, stages=stages, force=args.force,
-                          log=None if args.quiet else print)
+                          log=None if args.quiet else print, progress=not args.quiet)
     _print_outputs(result, time.perf_counter() - t0)
     return 0
 

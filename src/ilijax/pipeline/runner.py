@@ -85,6 +85,7 @@ class RunResult:
     report: Any = None
     summary: dict = field(default_factory=dict)
     resumed_from_epoch: int = 0
+    progress: bool = True
 
 
 # ----------------------------------------------------------------------------------- builders
@@ -263,7 +264,7 @@ def _read_files(d, src, simulator):
     return out.theta, out.x, out.x_obs, out.theta_fid, simulator
 
 
-def _load_source(cfg: Config, prior, key, data, simulator, log) -> tuple:
+def _load_source(cfg: Config, prior, key, data, simulator, log, progress=True) -> tuple:
     """``(theta, x, x_obs, theta_fid, simulator)`` from the configured source."""
     import jax
 
@@ -311,7 +312,7 @@ def _load_source(cfg: Config, prior, key, data, simulator, log) -> tuple:
     log(f"simulating {n} pairs ({src})")
     t0 = time.perf_counter()
     ds = simulate(jax.random.fold_in(key, 1), prior, sim, n, batch_size=bs, kind=kind,
-                  nan_policy=cfg.data.nan_policy, progress=True)
+                  nan_policy=cfg.data.nan_policy, progress=progress)
     log(f"  {ds.theta.shape[0]} pairs in {time.perf_counter() - t0:.1f} s")
     x_obs = None if x_obs_cfg is None else np.asarray(x_obs_cfg, np.float32)
     theta_fid = None
@@ -335,7 +336,7 @@ def _prior_for(cfg: Config):
 
 
 def _data_stage(cfg: Config, out: Path, prefix: str, hashes, done, force, data, simulator, log,
-                files) -> StageData:
+                files, progress=True) -> StageData:
     import jax
 
     prior = _prior_for(cfg)
@@ -364,7 +365,8 @@ def _data_stage(cfg: Config, out: Path, prefix: str, hashes, done, force, data, 
             sim = sim(**s.args) if s.factory else sim
         files["simulations"] = cache
     else:
-        theta, x, x_obs, theta_fid, sim = _load_source(cfg, prior, key, data, simulator, log)
+        theta, x, x_obs, theta_fid, sim = _load_source(cfg, prior, key, data, simulator, log,
+                                                       progress)
         if simulated:
             files["simulations"] = _savez(cache, theta=theta, x=x, x_obs=x_obs,
                                           theta_fid=theta_fid)
@@ -443,7 +445,7 @@ def _inference_stage(cfg: Config, out: Path, prefix: str, sd: StageData, log, fi
         ckpt = out / f"{prefix}checkpoint.npz"
         resume, resumed_epoch = _checkpoint.load(ckpt, stage_hashes(cfg)["inference"], log)
         opts = _fit_options(cfg)
-        opts.update(progress=True, checkpoint_every=inf.train.checkpoint_every,
+        opts.update(progress=result.progress, checkpoint_every=inf.train.checkpoint_every,
                     on_checkpoint=_checkpoint.writer(ckpt, stage_hashes(cfg)["inference"]),
                     resume=resume)
         common = dict(prior=sd.prior, ensemble=counts, weighting=inf.weighting,
@@ -477,7 +479,7 @@ def _inference_stage(cfg: Config, out: Path, prefix: str, sd: StageData, log, fi
             key, sd.simulator, sd.prior, sd.x_obs, method=inf.method[1:],
             rounds=inf.train.num_round, simulations_per_round=per_round,
             ensemble=counts, labels=labels, nan_policy=cfg.data.nan_policy,
-            **{bundle_key: bundles}, **_fit_options(cfg))
+            progress=result.progress, **{bundle_key: bundles}, **_fit_options(cfg))
     seconds = time.perf_counter() - t0
     files["posterior"] = ilijax.save(posterior, out / f"{prefix}posterior.npz")
     summary: dict[str, Any] = {
@@ -565,7 +567,7 @@ def _validation_stage(cfg: Config, out: Path, prefix: str, posterior, sd: StageD
                 key, post, theta_test, x_test, metrics=tuple(v.metrics),
                 num_samples=v.num_samples, simulator=sd.simulator if sd is not None else None,
                 labels=v.labels, out_dir=where, plots=v.plots, corner_index=v.corner_index,
-                sampler_options=sampler or None)
+                sampler_options=sampler or None, progress=result.progress)
             for name, path in report.files.items():
                 files[f"validation/{'' if sub is None else sub + '/'}{name}"] = Path(path)
             reports.append(report)
@@ -611,6 +613,7 @@ def run(
     data: Any = None,
     simulator: Callable | None = None,
     log: Callable[[str], None] | None = print,
+    progress: bool = True,
 ) -> RunResult:
     """Runs the chosen stages of ``config`` and writes their outputs (see the module docstring).
 
@@ -624,6 +627,7 @@ def run(
             "theta_fid"}`` or a tuple ``(theta, x[, x_obs[, theta_fid]])``.
         simulator: A Python simulator instead of ``data.simulator.function``.
         log: Where progress lines go (``None``: silent).
+        progress: Show progress bars (simulation, training, validation).
 
     Returns:
         A :class:`RunResult`.
@@ -638,7 +642,7 @@ def run(
     out = Path(cfg.inference.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prefix = cfg.inference.prefix
-    result = RunResult(config=cfg, out_dir=out)
+    result = RunResult(config=cfg, out_dir=out, progress=progress)
     files = result.files
     hashes = stage_hashes(cfg)
     stages_file = out / f"{prefix}stages.json"
@@ -672,7 +676,8 @@ def run(
                    or not (want_inf or want_val))
     sd = None
     if need_arrays:
-        sd = _data_stage(cfg, out, prefix, hashes, done, force, data, simulator, log, files)
+        sd = _data_stage(cfg, out, prefix, hashes, done, force, data, simulator, log, files,
+                         progress)
         finish("data")
         result.ran.append("data")
     posterior = None

@@ -150,6 +150,7 @@ def sweep(
     """
     from ilijax.pipeline.runner import run
 
+    progress = log is not None
     log = log or (lambda s: None)
     if not isinstance(grid, Mapping):
         grid = parse_grid(grid)
@@ -178,7 +179,7 @@ def sweep(
         log(f"sweep trial {i + 1}/{len(combos)}: " + ", ".join(f"{k}={v}" for k, v in
                                                                combo.items()))
         t0 = time.perf_counter()
-        result = run(cfg, force=force, log=log)
+        result = run(cfg, force=force, log=log, progress=progress)
         row = _row_of(result, combo, i, time.perf_counter() - t0)
         atomic_write(sweep_dir / f"trial_{i:03d}" / "row.json",
                      lambda tmp, row=row: Path(tmp).write_text(json.dumps(row, indent=1)))

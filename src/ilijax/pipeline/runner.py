@@ -24,6 +24,7 @@ A stage whose outputs exist and were made with the same config (same hash) is re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -230,11 +231,6 @@ def _savez(path: Path, **arrays) -> Path:
 def _save_npy(path, a) -> None:
     with open(path, "wb") as f:
         np.save(f, a)
-
-
-def _nan_to_none(a) -> list:
-    a = np.asarray(a, dtype=np.float64)
-    return np.where(np.isfinite(a), a, np.nan).tolist() if a.size else []
 
 
 def _json_float(v):
@@ -558,7 +554,7 @@ def _validation_stage(cfg: Config, out: Path, prefix: str, posterior, sd: StageD
         style = v.style_path
     import matplotlib.pyplot as plt
 
-    with plt.style.context(style) if style else _nullcontext():
+    with plt.style.context(style) if style else contextlib.nullcontext():
         for sub, post in targets:
             where = val_dir if sub is None else val_dir / sub
             log(f"validation{'' if sub is None else ' (' + sub + ')'}: {', '.join(v.metrics)} "
@@ -592,14 +588,6 @@ def _validation_stage(cfg: Config, out: Path, prefix: str, posterior, sd: StageD
                 plt.close(fig)
                 files["xobs_corner"] = path
     result.report = reports[0] if v.ensemble_mode else reports
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 # ----------------------------------------------------------------------------------------- run

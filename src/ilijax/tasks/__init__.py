@@ -12,7 +12,11 @@ from collections.abc import Callable
 from ilijax.tasks._base import ExactPosterior as ExactPosterior
 from ilijax.tasks._base import Task as Task
 from ilijax.tasks._base import rejection_sample as rejection_sample
+from ilijax.tasks.bernoulli_glm import bernoulli_glm as bernoulli_glm
 from ilijax.tasks.gaussian_linear import gaussian_linear as gaussian_linear
+from ilijax.tasks.gaussian_linear_uniform import (
+    gaussian_linear_uniform as gaussian_linear_uniform,
+)
 from ilijax.tasks.gaussian_mixture import gaussian_mixture as gaussian_mixture
 from ilijax.tasks.slcp import slcp as slcp
 from ilijax.tasks.toy import toy as toy
@@ -22,7 +26,9 @@ __all__ = [
     "TASKS",
     "ExactPosterior",
     "Task",
+    "bernoulli_glm",
     "gaussian_linear",
+    "gaussian_linear_uniform",
     "gaussian_mixture",
     "get",
     "rejection_sample",
@@ -32,7 +38,9 @@ __all__ = [
 ]
 
 TASKS: dict[str, Callable[[], Task]] = {
+    "bernoulli_glm": bernoulli_glm,
     "gaussian_linear": gaussian_linear,
+    "gaussian_linear_uniform": gaussian_linear_uniform,
     "gaussian_mixture": gaussian_mixture,
     "slcp": slcp,
     "toy": toy,
@@ -44,8 +52,9 @@ def get(name: str) -> Task:
     """Builds the task registered under ``name`` with its default settings.
 
     Args:
-        name: One of :data:`TASKS` (``"gaussian_linear"``, ``"gaussian_mixture"``, ``"slcp"``,
-            ``"toy"``, ``"two_moons"``).
+        name: One of :data:`TASKS` (``"bernoulli_glm"``, ``"gaussian_linear"``,
+            ``"gaussian_linear_uniform"``, ``"gaussian_mixture"``, ``"slcp"``, ``"toy"``,
+            ``"two_moons"``).
 
     Returns:
         The :class:`Task`.

@@ -22,6 +22,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
@@ -111,14 +112,19 @@ def sbibm_wheel(folder: str | os.PathLike | None = None, *, download: bool = Tru
         if not download:
             raise FileNotFoundError(f"sbibm wheel not cached at {path}")
         folder.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", f"sbibm=={SBIBM_VERSION}", "--no-deps",
-               "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d", str(folder)]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0 or not path.exists():
-            raise FileNotFoundError(
-                f"could not fetch sbibm=={SBIBM_VERSION} with pip into {folder}: "
-                f"{(done.stderr or done.stdout).strip()[-500:]}"
-            )
+        # into a private folder first, then renamed: concurrent callers never see half a file
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", f"sbibm=={SBIBM_VERSION}",
+                   "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q",
+                   "-d", tmp]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            got = Path(tmp) / _SBIBM_WHEEL
+            if done.returncode != 0 or not got.exists():
+                raise FileNotFoundError(
+                    f"could not fetch sbibm=={SBIBM_VERSION} with pip into {folder}: "
+                    f"{(done.stderr or done.stdout).strip()[-500:]}"
+                )
+            os.replace(got, path)
     digest = _sha256(path)
     if digest != _SBIBM_SHA256:
         raise ValueError(

@@ -49,6 +49,7 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -142,11 +143,16 @@ def run_amortised(method, task, sims, ensemble, refs, args) -> dict[str, Any]:
     if method == "npe":
         draws = np.asarray(posterior.sample(k_draw, x_obs, args.num_samples))
     else:
-        draws, si = posterior.sample(k_draw, x_obs, args.num_samples, return_info=True,
-                                     **_mcmc_options(args))
+        with warnings.catch_warnings(record=True) as caught:  # R-hat warnings: kept in the row
+            warnings.simplefilter("always")
+            draws, si = posterior.sample(k_draw, x_obs, args.num_samples, return_info=True,
+                                         **_mcmc_options(args))
+        for w in caught:
+            print(f"    warning: {w.message}", flush=True)
         draws = np.asarray(draws)
         extra = {"rhat_max": np.asarray(si.rhat).max(axis=-1).round(4).tolist(),
-                 "sampler": _mcmc_options(args)}
+                 "sampler": _mcmc_options(args),
+                 "sampler_warnings": [str(w.message) for w in caught]}
     sample_s = time.perf_counter() - t0
     fit = {"epochs": np.asarray(info.epochs).tolist(),
            "best_validation_loss": np.asarray(info.best_validation_loss).round(4).tolist(),
@@ -309,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(), "devices": [str(d) for d in jax.devices()],
         "loadavg_start": list(os.getloadavg()),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "published_source": json.load(open(PUBLISHED_FILE))["source"],
+        "published_source": json.loads(PUBLISHED_FILE.read_text())["source"],
         "c2st": ("ilijax.diagnostics.c2st with sbibm's settings (z-scored by the reference, "
                  "MLP 2 x 10*dim ReLU, Adam 1e-3, batch 200, L2 1e-4, 5 folds), epoch cap "
                  f"{args.c2st_epochs}"),

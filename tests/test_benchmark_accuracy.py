@@ -1,0 +1,60 @@
+"""Smoke run of ``benchmarks/accuracy.py`` at toy sizes (the full run is in the issue note).
+
+Checks the wiring, not the accuracy: one cell per method family (direct sampling for NPE, NUTS
+for NRE) on sbibm's first two two_moons observations; the JSON rows carry the published numbers
+for the same observations, and the table prints every row.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("ilijax_bench_accuracy",
+                                                  ROOT / "benchmarks" / "accuracy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_accuracy_benchmark_smoke(tmp_path, capsys):
+    acc = _module()
+    out = tmp_path / "acc.json"
+    rc = acc.main(["--tasks", "two_moons", "--methods", "npe", "nre", "--sims", "1000",
+                   "--num-obs", "2", "--num-samples", "400", "--max-epochs", "3",
+                   "--c2st-epochs", "5", "--chains", "4", "--warmup", "30", "--out", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    rows = {r["method"]: r for r in data["rows"]}
+    assert set(rows) == {"npe", "nre"}
+    pub = acc.published()
+    for method, r in rows.items():
+        assert r["observations"] == [1, 2] and r["reference_source"] == ["sbibm-1.1.0 wheel"]
+        assert len(r["c2st_per_observation"]) == 2
+        assert 0.0 <= r["c2st_mean"] <= 1.0
+        p = pub[("two_moons", method, 1000)]
+        assert np.isclose(r["published_mean_same_obs"], np.mean(p["per_observation"][:2]))
+        assert np.isclose(r["published_mean"], p["mean"])
+    assert len(rows["nre"]["rhat_max"]) == 2
+    printed = capsys.readouterr().out
+    assert "two_moons" in printed and "published" in printed
+    assert printed.count("two_moons                npe") == 1
+
+
+def test_published_table_is_complete():
+    """The data file holds the cells the issue asks for, each with 10 observations."""
+    pub = _module().published()
+    for task in ("two_moons", "slcp", "gaussian_linear", "gaussian_mixture", "bernoulli_glm",
+                 "gaussian_linear_uniform"):
+        for method in ("npe", "nle", "nre"):
+            for sims in (1000, 10_000, 100_000):
+                p = pub[(task, method, sims)]
+                assert p["n"] == 10 and 0.5 <= p["mean"] <= 1.0
+                assert np.isclose(p["mean"], np.mean(p["per_observation"]))

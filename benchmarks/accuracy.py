@@ -251,6 +251,17 @@ def _mean_same_numbers(p: dict[str, Any], numbers: list[int]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def _refresh(rows: list[dict[str, Any]], pub) -> list[dict[str, Any]]:
+    """The rows with their published numbers taken again from the data file."""
+    for r in rows:
+        p = pub.get((r["task"], r["method"], r["sims"]))
+        r["published_mean"] = None if p is None else p["mean"]
+        r["published_std"] = None if p is None else p["std"]
+        r["published_mean_same_obs"] = None if p is None else _mean_same_numbers(
+            p, r["observations"])
+    return rows
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """The printed table: one line per cell, sorted by task, method, budget and ensemble."""
     head = (f"{'task':<24} {'method':<6} {'sims':>6} {'ens':>3} {'ilijax C2ST':>16} "
@@ -294,7 +305,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="two tasks, NPE, 10^4 simulations, 3 observations (< 15 min)")
     ap.add_argument("--out", type=Path, default=None,
                     help="default benchmarks/results/accuracy.json (--quick: accuracy_quick.json)")
+    ap.add_argument("--table", action="store_true",
+                    help="only print the table of the rows in --out (published numbers refreshed)")
     args = ap.parse_args(argv)
+    if args.table:
+        out = args.out or DEFAULT_OUT
+        rows = _refresh(_load_rows(out), published())
+        print(table(rows))
+        return 0
     if args.quick:
         args.tasks, args.methods = QUICK["tasks"], QUICK["methods"]
         args.sims, args.num_obs = QUICK["sims"], QUICK["num_obs"]
@@ -335,12 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                     row = run_cell(task, method, sims, ens, refs, args, pub)
                     rows = [r for r in rows if _row_key(r) != _row_key(row)] + [row]
                     _write_atomic(args.out, {**meta, "rows": rows})
-    for r in rows:  # refresh from the data file (rows of earlier runs included)
-        p = pub.get((r["task"], r["method"], r["sims"]))
-        r["published_mean"] = None if p is None else p["mean"]
-        r["published_std"] = None if p is None else p["std"]
-        r["published_mean_same_obs"] = None if p is None else _mean_same_numbers(
-            p, r["observations"])
+    rows = _refresh(rows, pub)  # rows of earlier runs included
     meta["total_s"] = round(time.perf_counter() - t_all, 1)
     meta["loadavg_end"] = list(os.getloadavg())
     _write_atomic(args.out, {**meta, "rows": rows})

@@ -144,6 +144,13 @@ def training_options(args, num_rows: int) -> dict[str, Any]:
             "max_epochs": epochs, "patience": None}
 
 
+def _training_label(args, method: str) -> str:
+    if args.schedule == "constant" or method.startswith("s"):
+        return (f"constant lr {args.lr if args.schedule == 'constant' else 5e-4:g}, batch "
+                f"{args.batch_size}, patience {args.patience}")
+    return f"cosine lr {args.lr:g} over {args.steps} steps, batch {args.batch_size}"
+
+
 def _mcmc_options(args) -> dict[str, Any]:
     return {"method": "nuts", "num_chains": args.chains, "num_warmup": args.warmup,
             "num_candidates": max(10 * args.chains, 1000)}
@@ -241,6 +248,7 @@ def run_cell(task, method, sims, ensemble, refs, args, pub) -> dict[str, Any]:
         "observations": [r.num_observation for r in refs],
         "reference_source": sorted({r.source for r in refs}),
         "num_samples": args.num_samples,
+        "training": _training_label(args, method),
         "c2st_mean": float(a.mean()),
         "c2st_std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
         "c2st_min": float(a.min()), "c2st_max": float(a.max()),
@@ -307,6 +315,24 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The table as markdown (for the README), one line per cell."""
+    lines = ["| task | method | sims | members | ilijax C2ST (mean ± sd, 10 obs) | published "
+             "| difference | train s | sample s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["task"], METHODS.index(r["method"]), r["sims"],
+                                         r["ensemble"])):
+        pub = r.get("published_mean_same_obs")
+        win = pub is not None and r["c2st_mean"] <= pub
+        c = f"{r['c2st_mean']:.3f} ± {r['c2st_std']:.3f}"
+        lines.append(
+            f"| {r['task']} | {r['method'].upper()} | {r['sims']} | {r['ensemble']} | "
+            + (f"**{c}**" if win else c) + " | "
+            + ("-" if pub is None else f"{pub:.3f}") + " | "
+            + ("-" if pub is None else f"{r['c2st_mean'] - pub:+.3f}")
+            + f" | {r['train_s']:.0f} | {r['sample_s']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", nargs="+", default=FIVE_TASKS)
@@ -337,13 +363,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="default benchmarks/results/accuracy.json (--quick: accuracy_quick.json)")
     ap.add_argument("--table", action="store_true",
                     help="only print the table of the rows in --out (published numbers refreshed)")
+    ap.add_argument("--markdown", action="store_true", help="with --table: as markdown")
     args = ap.parse_args(argv)
     if args.lr is None:
         args.lr = 1e-3 if args.schedule == "cosine" else 5e-4
     if args.table:
         out = args.out or DEFAULT_OUT
         rows = _refresh(_load_rows(out), published())
-        print(table(rows))
+        print(markdown(rows) if args.markdown else table(rows))
         return 0
     if args.quick:
         args.tasks, args.methods = QUICK["tasks"], QUICK["methods"]

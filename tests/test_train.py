@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from ilijax import _devices as ilijax_devices
 from ilijax import train as ilijax_train
 from ilijax.train import fit, stack_members
 
@@ -159,7 +160,7 @@ def test_unstacked_params_raise(data):
 def test_odd_ensemble_is_padded_for_sharding_and_matches(data):
     assert jax.device_count() == 4
     train, val = data
-    params = stack_members(jax.random.key(1), init_gauss, 5)
+    params = stack_members(jax.random.key(1), init_gauss, 5)  # 3 devices, padded to 6
     kw = dict(max_epochs=4, patience=None, progress=False)
     a, ia = fit(jax.random.key(2), params, gauss_loss, train, val, shard=True, **kw)
     b, ib = fit(jax.random.key(2), params, gauss_loss, train, val, shard=False, **kw)
@@ -168,6 +169,19 @@ def test_odd_ensemble_is_padded_for_sharding_and_matches(data):
     assert a["mu"].shape == (5, 2)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+
+
+def test_shards_over_the_devices_that_minimise_the_work_per_device():
+    # members per device first, then the padded total: no device count ever does less work
+    # per device, and no idle padding copies where fewer devices do the same.
+    split = ilijax_devices.split_count
+    assert [split([n], 4) for n in range(1, 10)] == [1, 2, 3, 4, 3, 3, 4, 4, 3]
+    assert split([2, 3], 4) == 3 and split([1, 1], 4) == 1 and split([4, 4], 4) == 4
+    assert split([7], 1) == 1 and split([3], 2) == 2
+    for sizes in ([1], [2], [5], [7], [2, 3], [6, 1]):
+        k = split(sizes, 4)
+        work = [sum(-(-n // j) for n in sizes) for j in range(1, 5)]
+        assert work[k - 1] == min(work)
 
 
 def test_a_lone_member_is_not_sharded_by_default(data):
@@ -264,7 +278,7 @@ def test_resume_trains_the_remaining_epochs_and_ends_as_the_uninterrupted_run(
 
 def test_resume_on_another_device_layout_pads_and_matches(checkpointed):
     # The state holds no padding members: a state from an unsharded run resumes with the 3
-    # members padded to 4 and sharded over the 4 devices.
+    # members sharded over 3 of the 4 devices.
     c = checkpointed
     kw = {**c["kw"], "shard": True}
     resumed, info = fit(jax.random.key(2), c["params"], gauss_loss, c["train"],

@@ -29,6 +29,7 @@ import numpy as np
 import numpyro.distributions as dist
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ilijax import _devices
 from ilijax.estimators._base import Estimator
 
 Array = jax.Array
@@ -496,14 +497,16 @@ class Posterior:
         return self._sample_jit(self._params(), keys, xb, num_samples, int(chunk_size))
 
     def _run_over_devices(self, fn, keys, xb):
-        """``fn(params, keys, x)`` with the observations split over the devices (one CPU device
-        per core, or several accelerators), padded to a multiple of the device count; results
-        come back on the default device and equal a single-device run."""
+        """``fn(params, keys, x)`` with the observations split over ``k`` devices (one CPU
+        device per core, or several accelerators), ``k`` chosen to minimise the observations
+        per device and then the padding (5 observations on 4 devices: 3 devices, padded to 6);
+        results come back on the default device and equal a single-device run."""
         b = xb.shape[0]
-        devices = jax.devices()
-        if len(devices) < 2 or b < len(devices):
+        k = _devices.split_count([b], jax.device_count())
+        if k < 2:
             return fn(self._params(), keys, xb)
-        pad = (-b) % len(devices)
+        devices = jax.devices()[:k]
+        pad = (-b) % k
         mesh = Mesh(np.asarray(devices), ("obs",))
         split = NamedSharding(mesh, PartitionSpec("obs"))
         keys = jax.device_put(jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, 0)]), split)

@@ -10,8 +10,10 @@ back two small arrays per epoch (losses, for the progress bar and the stopping t
 inside an epoch.
 
 When several devices are present, the member axis of every group is sharded over a one-axis
-mesh (``members``); a group whose size is not a multiple of the device count is padded with
-inactive members. Every member's arithmetic is unchanged, so results equal the unsharded run.
+mesh (``members``) of ``k`` devices, ``k`` chosen to minimise the members per device and then
+the padding (2 members on 4 devices use 2 of them, 5 use 3); a group whose size is not a
+multiple of ``k`` is padded with inactive members. Every member's arithmetic is unchanged, so
+results equal the unsharded run.
 
 Checkpoints: ``fit(..., checkpoint_every=N, on_checkpoint=f)`` hands ``f`` a host-side
 :class:`TrainState` (numpy arrays and ints, padding stripped) every ``N`` epochs and at the end;
@@ -48,6 +50,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ilijax import _devices
 from ilijax import data as _data
 
 Array = jax.Array
@@ -371,9 +374,10 @@ def fit(
             default 20); ``None`` trains every member for ``max_epochs``.
         clip_norm: Global-norm gradient clipping (default 5.0, as sbi); ``None`` disables it.
         progress: Show a progress bar (epochs, best validation loss, members still training).
-        shard: Shard the member axis over devices; ``None`` does so when more than one device
-            is present and there is more than one member (groups are padded to a multiple of
-            the device count).
+        shard: Shard the member axis over devices (``None`` or ``True``) or keep every member
+            on one device (``False``). Sharding uses the number of devices ``k`` that minimises
+            the members per device, then the padding (groups are padded to a multiple of
+            ``k``); a lone member, gaining nothing from it, is never sharded.
         validation_chunk: Rows per call when evaluating the validation loss.
         checkpoint_every: Call ``on_checkpoint`` after every ``checkpoint_every``-th epoch
             (counted from the start of the run, resumes included); ``None``: only at the end.
@@ -437,14 +441,14 @@ def fit(
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
     patience_ = np.iinfo(np.int32).max if patience is None else int(patience)
 
-    devices = jax.devices()
-    # A lone member gains nothing from a mesh (it would be padded to one copy per device and
-    # run them all), so the default shards only ensembles.
-    use_mesh = len(devices) > 1 and (bool(shard) if shard is not None else sum(sizes) > 1)
-    # With a mesh, a group whose size is not a multiple of the device count is padded with
-    # inactive copies of its first member (computed, never trained or returned), so that e.g.
-    # 5 members still split 3 + 3 over 2 devices instead of running on one.
-    padded = [-(-k // len(devices)) * len(devices) if use_mesh else k for k in sizes]
+    # Shard over the k devices that leave the fewest members per device, then the least
+    # padding: a lone member stays on one device (k == 1, no mesh), 2 members on 4 devices use
+    # 2 of them rather than 4 with two idle copies. A group whose size is not a multiple of k
+    # is padded with inactive copies of its first member (computed, never trained or
+    # returned), so that e.g. 5 members split 2 + 2 + 2 over 3 devices.
+    num_shards = (1 if shard is not None and not shard
+                  else _devices.split_count(sizes, jax.device_count()))
+    padded = [-(-k // num_shards) * num_shards for k in sizes]
 
     def init_state(p, k_real):
         k = _num_members(p)
@@ -571,7 +575,7 @@ def fit(
             _pad_state(jax.tree.map(lambda a: jnp.array(a, copy=True), gs), k, kp)
             for gs, k, kp in zip(state.groups, sizes, padded, strict=True)
         )
-    states, sharded, data = _maybe_shard(states, use_mesh, (train, validation))
+    states, sharded, data = _maybe_shard(states, num_shards, (train, validation))
     train, validation = data
 
     still = np.concatenate([np.asarray(s.active)[:k] for s, k in zip(states, sizes, strict=True)])
@@ -689,12 +693,12 @@ def _stack_rows(rows: list, num_members: int) -> np.ndarray:
     return np.stack(rows)
 
 
-def _maybe_shard(states, use_mesh, data):
-    """Places each group's (padded) member axis on a one-axis device mesh (``members``) and
-    replicates the data on every device."""
-    if not use_mesh:
+def _maybe_shard(states, num_shards, data):
+    """Places each group's (padded) member axis on a one-axis mesh (``members``) of the first
+    ``num_shards`` devices and replicates the data on them; 1: no mesh."""
+    if num_shards < 2:
         return states, [False] * len(states), data
-    mesh = Mesh(np.asarray(jax.devices()), ("members",))
+    mesh = Mesh(np.asarray(jax.devices()[:num_shards]), ("members",))
     spec = NamedSharding(mesh, PartitionSpec("members"))
     out = tuple(jax.tree.map(lambda a: jax.device_put(a, spec), s) for s in states)
     replicated = NamedSharding(mesh, PartitionSpec())

@@ -317,8 +317,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The table as markdown (for the README), one line per cell."""
-    lines = ["| task | method | sims | members | ilijax C2ST (mean ± sd, 10 obs) | published "
-             "| difference | train s | sample s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| task | method | sims | members | obs | ilijax C2ST (mean ± sd) | published "
+             "| difference | train s | sample s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["task"], METHODS.index(r["method"]), r["sims"],
                                          r["ensemble"])):
         pub = r.get("published_mean_same_obs")
@@ -326,6 +327,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         c = f"{r['c2st_mean']:.3f} ± {r['c2st_std']:.3f}"
         lines.append(
             f"| {r['task']} | {r['method'].upper()} | {r['sims']} | {r['ensemble']} | "
+            f"{len(r['observations'])} | "
             + (f"**{c}**" if win else c) + " | "
             + ("-" if pub is None else f"{pub:.3f}") + " | "
             + ("-" if pub is None else f"{r['c2st_mean'] - pub:+.3f}")

@@ -12,6 +12,21 @@ from ilijax.tasks._base import Task
 __all__ = ["gaussian_linear"]
 
 
+def gaussian_noise(noise_sd: float):
+    """``x = theta + noise_sd * eps``: the simulator ``(key, theta) -> x`` and its exact
+    log-likelihood ``(theta, x) -> log N(x; theta, noise_sd^2 I)``, shared by the Gaussian linear
+    tasks."""
+
+    def simulator(key, theta):
+        theta = jnp.asarray(theta, jnp.float32)
+        return theta + noise_sd * jax.random.normal(key, theta.shape, jnp.float32)
+
+    def log_likelihood(theta, x):
+        return dist.Normal(theta, noise_sd).to_event(1).log_prob(x)
+
+    return simulator, log_likelihood
+
+
 def gaussian_linear(*, dim: int = 10, prior_var: float = 0.1, noise_var: float = 0.1) -> Task:
     """Conjugate Gaussian: ``theta ~ N(0, prior_var I)``, ``x | theta ~ N(theta, noise_var I)``.
 
@@ -45,12 +60,7 @@ def gaussian_linear(*, dim: int = 10, prior_var: float = 0.1, noise_var: float =
     post_var = 1.0 / (1.0 / prior_var + 1.0 / noise_var)
     prior = normal(jnp.zeros(dim), float(prior_var) ** 0.5)
 
-    def simulator(key, theta):
-        theta = jnp.asarray(theta, jnp.float32)
-        return theta + noise_sd * jax.random.normal(key, theta.shape, jnp.float32)
-
-    def log_likelihood(theta, x):
-        return dist.Normal(theta, noise_sd).to_event(1).log_prob(x)
+    simulator, log_likelihood = gaussian_noise(noise_sd)
 
     def posterior(x):
         loc = jnp.asarray(x, jnp.float32) * (post_var / noise_var)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
 from ilijax.priors import uniform
 from ilijax.tasks._base import RestrictedToBox, Task
+from ilijax.tasks.gaussian_linear import gaussian_noise
 
 __all__ = ["gaussian_linear_uniform"]
 
@@ -45,12 +45,7 @@ def gaussian_linear_uniform(*, dim: int = 10, bound: float = 1.0, noise_var: flo
     low = jnp.full((dim,), -float(bound), jnp.float32)
     prior = uniform(low, -low)
 
-    def simulator(key, theta):
-        theta = jnp.asarray(theta, jnp.float32)
-        return theta + noise_sd * jax.random.normal(key, theta.shape, jnp.float32)
-
-    def log_likelihood(theta, x):
-        return dist.Normal(theta, noise_sd).to_event(1).log_prob(x)
+    simulator, log_likelihood = gaussian_noise(noise_sd)
 
     def posterior(x):
         x = jnp.asarray(x, jnp.float32)

@@ -112,12 +112,14 @@ def test_one_dimensional_unequal_sizes_and_no_z_score():
     kp, kq = jax.random.split(jax.random.key(10))
     p = 100.0 + 0.01 * jax.random.normal(kp, (500,))  # badly scaled: z-scoring matters
     q = 100.0 + 0.01 * jax.random.normal(kq, (300,)) + 0.05
-    res = c2st(jax.random.key(11), p, q, epochs=100)
+    with pytest.warns(UserWarning, match=r"500 draws and samples_q 300.*= 0\.625, not 0\.5"):
+        res = c2st(jax.random.key(11), p, q, epochs=100)
     assert float(res.accuracy) > 0.95, res
     # the epoch cap is respected
     assert int(jnp.max(res.epochs)) <= 100
     # without z-scoring the raw scale is still a valid input (no NaN), just a harder problem
-    raw = c2st(jax.random.key(11), p, q, z_score=False, epochs=5)
+    with pytest.warns(UserWarning, match="not balanced"):
+        raw = c2st(jax.random.key(11), p, q, z_score=False, epochs=5)
     assert int(jnp.max(raw.epochs)) <= 5
     assert np.isfinite(float(raw.accuracy))
 
@@ -134,16 +136,52 @@ def test_constant_column_does_not_give_nan():
     [
         ((100, 2), (100, 3), {}, r"samples_q with the dimension of samples_p \(2\); got 3"),
         ((2, 100, 2), (3, 100, 2), {}, r"same batch shape; got \(2,\) and \(3,\)"),
-        ((100, 2), (100, 2), {"folds": 1}, r"Expected folds >= 2; got 1"),
+        ((100, 2), (100, 2), {"folds": 1}, r"Expected folds to be an int >= 2; got 1"),
         ((2, 1), (1, 1), {"folds": 5}, r"Expected at least 5 draws in total for 5 folds; got 3"),
-        ((100, 2), (100, 2), {"epochs": 0}, r"Expected epochs >= 1"),
-        ((100, 2), (100, 2), {"hidden": 0}, r"Expected hidden >= 1; got 0"),
+        ((100, 2), (100, 2), {"epochs": 0}, r"Expected epochs to be an int >= 1; got 0"),
+        ((100, 2), (100, 2), {"hidden": 0}, r"Expected hidden to be an int >= 1; got 0"),
         ((), (100, 2), {}, r"Expected samples_p of shape \(\.\.\., n, dim\) or \(n,\); got"),
     ],
 )
 def test_bad_shapes_and_settings(p_shape, q_shape, kwargs, match):
     with pytest.raises(ValueError, match=match):
         c2st(jax.random.key(0), np.zeros(p_shape), np.ones(q_shape), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        # an untrained classifier would read as a "perfect" 0.5
+        ({"learning_rate": 0.0}, r"Expected learning_rate to be a finite float > 0; got 0\.0"),
+        ({"learning_rate": -1e-3}, r"learning_rate to be a finite float > 0; got -0\.001"),
+        ({"learning_rate": float("nan")}, r"learning_rate to be a finite float > 0; got nan"),
+        ({"learning_rate": float("inf")}, r"learning_rate to be a finite float > 0; got inf"),
+        ({"learning_rate": "1e-3"}, r"learning_rate to be a finite float > 0; got '1e-3'"),
+        ({"l2": -1e-4}, r"Expected l2 to be a finite float >= 0; got -0\.0001"),
+        ({"l2": float("inf")}, r"Expected l2 to be a finite float >= 0; got inf"),
+        ({"tol": 0.0}, r"Expected tol to be a finite float > 0; got 0\.0"),
+        ({"tol": float("nan")}, r"Expected tol to be a finite float > 0; got nan"),
+        # floats were truncated silently, bools read as 1
+        ({"folds": 2.5}, r"Expected folds to be an int >= 2; got 2\.5"),
+        ({"folds": True}, r"Expected folds to be an int >= 2; got True"),
+        ({"epochs": 10.0}, r"Expected epochs to be an int >= 1; got 10\.0"),
+        ({"epochs": True}, r"Expected epochs to be an int >= 1; got True"),
+        ({"batch_size": 50.0}, r"Expected batch_size to be an int >= 1; got 50\.0"),
+        ({"patience": -1}, r"Expected patience to be an int >= 0; got -1"),
+    ],
+)
+def test_bad_training_settings_name_the_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        c2st(jax.random.key(0), np.zeros((20, 2)), np.ones((20, 2)), **kwargs)
+
+
+def test_valid_numpy_settings_and_equal_sizes_do_not_warn():
+    # numpy ints and floats are valid settings; equal set sizes give no warning (warnings are
+    # errors in this test suite)
+    p, q = _gaussians(jax.random.key(14), 10.0, n=40)
+    res = c2st(jax.random.key(15), p, q, folds=np.int64(2), epochs=np.int32(2),
+               learning_rate=np.float32(1e-2), l2=0, tol=np.float64(1e-4), batch_size=20)
+    assert res.fold_accuracy.shape == (2,) and int(jnp.max(res.epochs)) <= 2
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

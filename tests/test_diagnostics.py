@@ -206,6 +206,49 @@ def test_coverage_precomputed_log_probs_match(test_set, draws):
         D.expected_coverage(jax.random.key(6), draws["exact"], theta, band=1.0)
 
 
+def test_coverage_nan_log_densities_warn_and_count_against_coverage():
+    # 4 observations, 4 draws each (credibility (k + 1/2) / 5, k = draws denser than the truth)
+    lps = jnp.asarray([[0.0, 1, 2, 3], [jnp.nan, 1, 2, 3], [0, 1, 2, 3], [-jnp.inf, 1, 2, 3]])
+    lpt = jnp.asarray([1.5, 2.5, jnp.nan, -jnp.inf])
+    samples, theta = jnp.zeros((4, 4, 1)), jnp.zeros((4, 1))
+    match = (r"non-finite log-densities in 3 of 4 test observations: 2 of 16 draws \(1 NaN\) "
+             r"and 2 of 4 truths \(1 NaN\)\. NaN is counted against coverage")
+    with pytest.warns(RuntimeWarning, match=match):
+        cred, method = D.hpd_credibility(samples, theta, log_prob_samples=lps,
+                                         log_prob_truth=lpt)
+    # a NaN draw counts as denser (k = 2, not 1); a NaN truth as outside every region (k = 4);
+    # a truth at -inf is less dense than every finite draw (k = 3)
+    np.testing.assert_allclose(cred, [0.5, 0.5, 0.9, 0.7])
+    assert method == "exact"
+    with pytest.warns(RuntimeWarning, match="3 of 4 test observations"):
+        D.expected_coverage(jax.random.key(0), samples, theta, log_prob_samples=lps,
+                            log_prob_truth=lpt, bootstrap=0)
+    # finite densities: no warning (warnings are errors here), the same ranks as before
+    cred, _ = D.hpd_credibility(samples, theta, log_prob_samples=jnp.tile(lps[:1], (4, 1)),
+                                log_prob_truth=jnp.asarray([1.5, 2.5, -1.0, 9.0]))
+    np.testing.assert_allclose(cred, [0.5, 0.3, 0.9, 0.1])
+
+
+@pytest.mark.parametrize(
+    ("levels", "match"),
+    [
+        ([0.5, 0.2, 0.9], r"Expected levels in strictly increasing order; got \[0\.5, 0\.2"),
+        ([0.2, 0.2], r"levels in strictly increasing order"),
+        ([0.5, 1.5], r"Expected levels in \[0, 1\] as a 1-D array; got \[0\.5, 1\.5\]"),
+        ([-0.1, 0.5], r"levels in \[0, 1\]"),
+        ([0.1, float("nan")], r"levels in \[0, 1\]"),
+        ([], r"Expected at least 1 level; got 0"),
+        (1, r"Expected levels to be an int >= 2 or an array; got 1"),
+        (True, r"levels in \[0, 1\] as a 1-D array; got True"),
+        ("ten", r"Expected levels to be an int or a 1-D array"),
+    ],
+)
+def test_coverage_bad_levels_name_the_field(levels, match):
+    with pytest.raises(ValueError, match=match):
+        D.expected_coverage(jax.random.key(0), jnp.zeros((2, 3, 1)), jnp.zeros((2, 1)),
+                            levels=levels, bootstrap=0)
+
+
 # --------------------------------------------------------------------------- TARP
 
 
@@ -236,6 +279,35 @@ def test_tarp_known_answer_with_fixed_references():
     # one of three draws is closer: credibility (1 + 1/2) / 4
     np.testing.assert_allclose(r.credibility, [0.375])
     np.testing.assert_array_equal(r.ecp, [0.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("levels", "match"),
+    [
+        # sbi's ATC is 0.0 ("calibrated") on one level: rejected
+        ([0.5], r"Expected at least 2 levels for TARP's ATC \(it needs a grid step\); got 1"),
+        (1, r"Expected levels to be an int >= 2 or an array for TARP's ATC"),
+        ([0.9, 0.1], r"Expected levels in strictly increasing order; got \[0\.9, 0\.1\]"),
+        ([0.0, 2.0], r"Expected levels in \[0, 1\]"),
+    ],
+)
+def test_tarp_bad_levels_name_the_field(levels, match):
+    samples = jnp.asarray([[[0.5, 0.0], [2.0, 0.0], [0.0, 3.0]]])
+    with pytest.raises(ValueError, match=match):
+        D.tarp(jax.random.key(0), samples, jnp.asarray([[1.0, 0.0]]),
+               references=jnp.zeros((1, 2)), normalize=False, levels=levels, bootstrap=0)
+
+
+def test_tarp_two_levels_and_uneven_grid_are_valid():
+    samples = jnp.asarray([[[0.5, 0.0], [2.0, 0.0], [0.0, 3.0]]])
+    kw = dict(references=jnp.zeros((1, 2)), normalize=False, bootstrap=0)
+    r = D.tarp(jax.random.key(0), samples, jnp.asarray([[1.0, 0.0]]), levels=2, **kw)
+    np.testing.assert_array_equal(r.levels, [0.0, 1.0])
+    u = D.tarp(jax.random.key(0), samples, jnp.asarray([[1.0, 0.0]]), levels=[0.1, 0.3, 0.9],
+               **kw)
+    # credibility 0.375: ecp (0, 0, 1); ATC over levels[1:] with steps (0.6, 0.6)
+    np.testing.assert_array_equal(u.ecp, [0.0, 0.0, 1.0])
+    assert u.atc == pytest.approx((0 - 0.3) * 0.6 + (1 - 0.9) * 0.6)
 
 
 # --------------------------------------------------------------------------- log-prob
@@ -378,6 +450,38 @@ def test_mmd_known_answers():
         D.mmd(a[0], b[0, :, :1])
     with pytest.raises(ValueError, match="at least 2"):
         D.mmd(a[0, :1], b[0])
+
+
+@pytest.mark.parametrize(
+    ("bandwidth", "match"),
+    [
+        # h = inf makes every kernel value 1 and MMD^2 = 0 ("same distribution")
+        (float("inf"), r"Expected bandwidth to be a finite float > 0; got inf"),
+        (float("nan"), r"Expected bandwidth to be a finite float > 0; got nan"),
+        (0.0, r"Expected bandwidth to be a finite float > 0; got 0\.0"),
+        (-1.0, r"Expected bandwidth to be a finite float > 0; got -1\.0"),
+        (True, r"Expected bandwidth to be a finite float > 0; got True"),
+        ("1", r"Expected bandwidth to be a finite float > 0; got '1'"),
+    ],
+)
+def test_mmd_bad_bandwidth_names_the_field(bandwidth, match):
+    p, q = np.zeros((5, 2)), np.ones((4, 2))
+    with pytest.raises(ValueError, match=match):
+        D.mmd(p, q, bandwidth=bandwidth)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_mmd_non_finite_draws_name_the_set(bad):
+    rng = np.random.default_rng(2)
+    p, q = rng.normal(size=(6, 2)), rng.normal(size=(5, 2))
+    q[[1, 3], 0] = bad
+    with pytest.raises(ValueError, match=r"Expected finite values in samples_q; got 2 rows"):
+        D.mmd(p, q)
+    with pytest.raises(ValueError, match=r"Expected finite values in samples_p; got 1 rows"):
+        D.mmd(np.where(np.arange(6)[:, None] == 0, bad, p), p)
+    # a numpy scalar bandwidth is valid and gives the float's answer
+    np.testing.assert_allclose(D.mmd(p, p[::-1], bandwidth=np.float32(0.8)),
+                               D.mmd(p, p[::-1], bandwidth=0.8), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- predictive

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -45,22 +46,68 @@ def check_truth(theta: Any, n_test: int, dim: int, name: str = "theta") -> Array
     return t
 
 
-def check_levels(levels: Any) -> Array:
-    """Credibility levels: an int ``L >= 2`` gives ``linspace(0, 1, L)``; or an explicit grid."""
-    if isinstance(levels, int | np.integer):
-        if levels < 2:
-            raise ValueError(f"Expected levels to be an int >= 2 or an array; got {levels}")
+def check_int(name: str, value: Any, low: int) -> int:
+    """``value`` as an int, or a ValueError naming ``name`` unless it is an int (bools and
+    floats rejected: a float would be truncated silently) that is ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"Expected {name} to be an int >= {low}; got {value!r}")
+    return int(value)
+
+
+def check_real(name: str, value: Any, *, low: float, closed: bool = False) -> float:
+    """``value`` as a finite float ``> low`` (``>= low`` with ``closed``), or a ValueError naming
+    ``name``. Bools and non-numbers are rejected; 0-d numeric arrays are accepted."""
+    v = value
+    if isinstance(v, np.ndarray | jax.Array) and v.shape == () \
+            and np.issubdtype(v.dtype, np.number):
+        v = v.item()
+    ok = not isinstance(v, bool) and isinstance(v, int | float | np.integer | np.floating)
+    if ok:
+        v = float(v)
+        ok = math.isfinite(v) and (v >= low if closed else v > low)
+    if not ok:
+        raise ValueError(
+            f"Expected {name} to be a finite float {'>=' if closed else '>'} {low:g}; "
+            f"got {value!r}"
+        )
+    return v
+
+
+def check_levels(levels: Any, min_levels: int = 1, why: str = "") -> Array:
+    """Credibility levels: an int ``L >= max(2, min_levels)`` gives ``linspace(0, 1, L)``; or an
+    explicit 1-D grid of at least ``min_levels`` strictly increasing levels in ``[0, 1]``.
+    ``why`` (e.g. ``" for TARP's ATC"``) is appended to the too-few-levels message."""
+    if isinstance(levels, int | np.integer) and not isinstance(levels, bool):
+        low = max(2, min_levels)
+        if levels < low:
+            raise ValueError(
+                f"Expected levels to be an int >= {low} or an array{why}; got {levels}"
+            )
         return jnp.linspace(0.0, 1.0, int(levels), dtype=jnp.float32)
-    lv = jnp.asarray(levels, jnp.float32)
-    if lv.ndim != 1 or lv.shape[0] < 1 or not bool(jnp.all((lv >= 0) & (lv <= 1))):
+    try:
+        lv = np.asarray(levels, np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Expected levels to be an int or a 1-D array of levels in [0, 1]; got {levels!r}"
+        ) from None
+    if lv.ndim != 1 or not bool(np.all((lv >= 0) & (lv <= 1))):
         raise ValueError(f"Expected levels in [0, 1] as a 1-D array; got {levels!r}")
-    return lv
+    low = max(1, min_levels)
+    if lv.shape[0] < low:
+        raise ValueError(
+            f"Expected at least {low} level{'s' if low > 1 else ''}{why}; got {lv.shape[0]}: "
+            f"{levels!r}"
+        )
+    if not bool(np.all(np.diff(lv) > 0)):
+        raise ValueError(f"Expected levels in strictly increasing order; got {levels!r}")
+    return jnp.asarray(lv)
 
 
 def check_band(band: float, bootstrap: int) -> None:
-    if not 0.0 < float(band) < 1.0:
+    if isinstance(band, bool) or not 0.0 < float(band) < 1.0:
         raise ValueError(f"Expected band in (0, 1); got {band}")
-    if not isinstance(bootstrap, int | np.integer) or bootstrap < 0:
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int | np.integer) \
+            or bootstrap < 0:
         raise ValueError(f"Expected bootstrap to be an int >= 0; got {bootstrap!r}")
 
 

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from ilijax.diagnostics._common import check_int, check_real
 
 __all__ = ["C2STResult", "c2st"]
 
@@ -107,16 +110,17 @@ def c2st(
             posterior); they also provide the z-score statistics. ``(n_p,)`` means ``dim == 1``.
         samples_q: ``(..., n_q, dim)`` draws of the second distribution, same batch shape and
             ``dim`` as ``samples_p``.
-        folds: Number of cross-validation folds (>= 2).
+        folds: Number of cross-validation folds (an int >= 2).
         hidden: Units in each of the two hidden layers (default ``10 * dim``, as sbibm).
-        epochs: Upper bound on training epochs per fold.
+        epochs: Upper bound on training epochs per fold (an int >= 1).
         z_score: Standardise both sets with the mean and standard deviation of ``samples_p``
             (a zero standard deviation is replaced by 1).
-        learning_rate: Adam step size (scikit-learn default 1e-3).
+        learning_rate: Adam step size, finite and > 0 (scikit-learn default 1e-3).
         batch_size: Minibatch rows, ``min(batch_size, n_train)`` (scikit-learn default 200).
         l2: L2 penalty on the weights, ``0.5 * l2 * ||W||^2 / batch`` added to the mean
-            log-loss (scikit-learn's ``alpha``, default 1e-4).
-        tol: Minimum decrease of the epoch's mean training loss that counts as an improvement.
+            log-loss, finite and >= 0 (scikit-learn's ``alpha``, default 1e-4).
+        tol: Minimum decrease of the epoch's mean training loss that counts as an improvement
+            (finite, > 0).
         patience: Training stops once more than ``patience`` epochs in a row brought no
             improvement (scikit-learn's ``n_iter_no_change``, default 10).
 
@@ -126,7 +130,13 @@ def c2st(
 
     Raises:
         ValueError: For shape mismatches, non-finite draws, too few draws for ``folds`` or
-            invalid settings, saying what was expected and what was got.
+            invalid settings (a float ``folds`` or ``epochs`` is not truncated, a non-finite or
+            non-positive ``learning_rate`` or ``tol`` is rejected), saying what was expected and
+            what was got.
+
+    Warns:
+        UserWarning: If ``n_p != n_q``: chance accuracy is then ``max(n_p, n_q) / (n_p + n_q)``,
+            not 0.5 (the sets are not balanced here).
 
     Examples:
         >>> import jax
@@ -155,24 +165,31 @@ def c2st(
             f"Expected samples_p and samples_q with the same batch shape; got {p.shape[:-2]} "
             f"and {q.shape[:-2]}"
         )
-    folds, epochs, batch_size, patience = int(folds), int(epochs), int(batch_size), int(patience)
-    if folds < 2:
-        raise ValueError(f"Expected folds >= 2; got {folds}")
-    if epochs < 1 or batch_size < 1 or patience < 0:
-        raise ValueError(
-            f"Expected epochs >= 1, batch_size >= 1 and patience >= 0; got {epochs}, "
-            f"{batch_size} and {patience}"
-        )
+    folds = check_int("folds", folds, 2)
+    epochs = check_int("epochs", epochs, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    patience = check_int("patience", patience, 0)
+    # an untrained (or diverging) classifier reads as a "perfect" 0.5: reject settings that
+    # cannot train
+    learning_rate = check_real("learning_rate", learning_rate, low=0.0)
+    l2 = check_real("l2", l2, low=0.0, closed=True)
+    tol = check_real("tol", tol, low=0.0)
     dim = p.shape[-1]
-    hidden = 10 * dim if hidden is None else int(hidden)
-    if hidden < 1:
-        raise ValueError(f"Expected hidden >= 1; got {hidden}")
+    hidden = 10 * dim if hidden is None else check_int("hidden", hidden, 1)
     n_p, n_q = p.shape[-2], q.shape[-2]
     n = n_p + n_q
     if n // folds < 1 or n - n // folds < 1:
         raise ValueError(
             f"Expected at least {folds} draws in total for {folds} folds; got {n} "
             f"({n_p} + {n_q})"
+        )
+    if n_p != n_q:
+        warnings.warn(
+            f"c2st: samples_p has {n_p} draws and samples_q {n_q}; they are not balanced, so "
+            f"chance accuracy is max(n_p, n_q) / (n_p + n_q) = {max(n_p, n_q) / n:.3f}, not 0.5. "
+            "Pass the same number of draws in both sets to compare with 0.5",
+            UserWarning,
+            stacklevel=2,
         )
 
     batch_shape = p.shape[:-2]

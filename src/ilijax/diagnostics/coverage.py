@@ -27,9 +27,37 @@ __all__ = ["expected_coverage", "hpd_credibility"]
 
 @jax.jit
 def _count_denser(lp_samples, lp_truth):
-    # NaN densities of draws count as "not denser"; a truth outside the support (-inf) is
-    # less dense than every draw.
-    return jnp.sum(lp_samples > lp_truth[:, None], axis=1, dtype=jnp.int32)
+    # The truth's rank: draws whose log-density exceeds the truth's. +-inf are ordered as
+    # numbers (a truth at -inf, outside the posterior's support, is less dense than every draw).
+    # NaN has no order; it is counted against coverage, never for it: a NaN draw counts as
+    # denser than its truth, and a NaN truth as less dense than all its draws (outside every HPD
+    # region below level 1).
+    nan_s, nan_t = jnp.isnan(lp_samples), jnp.isnan(lp_truth)
+    denser = (lp_samples > lp_truth[:, None]) | nan_s | nan_t[:, None]
+    count = jnp.sum(denser, axis=1, dtype=jnp.int32)
+    bad_s, bad_t = ~jnp.isfinite(lp_samples), ~jnp.isfinite(lp_truth)
+    tally = jnp.stack([
+        jnp.sum(bad_s), jnp.sum(nan_s), jnp.sum(bad_t), jnp.sum(nan_t),
+        jnp.sum(jnp.any(bad_s, axis=1) | bad_t),
+    ]).astype(jnp.int32)
+    return count, tally
+
+
+def _warn_nonfinite(tally, n: int, num: int) -> None:
+    bad_s, nan_s, bad_t, nan_t, obs = (int(v) for v in np.asarray(tally))
+    if not obs:
+        return
+    import warnings
+
+    warnings.warn(
+        f"hpd_credibility: non-finite log-densities in {obs} of {n} test observations: "
+        f"{bad_s} of {n * num} draws ({nan_s} NaN) and {bad_t} of {n} truths ({nan_t} NaN). "
+        "NaN is counted against coverage (a NaN draw as denser than its truth, a NaN truth as "
+        "outside every HPD region); +-inf are ordered as numbers (a truth at -inf lies outside "
+        "the posterior's support)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def hpd_credibility(
@@ -48,6 +76,15 @@ def hpd_credibility(
     ``log_prob_truth`` if given; ``posterior.log_prob(theta, x)`` if the posterior has one (a
     density up to a constant per observation is enough: only the order matters); otherwise a
     Gaussian kernel density estimate from the draws (:func:`~ilijax.diagnostics.kde_log_prob`).
+
+    Non-finite log-densities. ``+-inf`` are ordered as numbers: a truth at ``-inf`` (outside the
+    posterior's support) is less dense than every finite draw, so it lies outside every HPD region
+    below level 1. NaN has no order, and is never counted in the posterior's favour: a NaN draw
+    counts as denser than its truth and a NaN truth as less dense than all its draws (credibility
+    ``(S + 1/2) / (S + 1)``), which can only lower the coverage curve. Dropping the affected
+    observations instead would leave a selected, no longer representative test set. Either way a
+    ``RuntimeWarning`` counts the non-finite draws and truths (NaN among them) and the test
+    observations they are in.
 
     Returns:
         ``(credibility (n_test,), method)`` with method ``"exact"`` or ``"kde"``.
@@ -78,7 +115,9 @@ def hpd_credibility(
         lps = kde_log_prob(s)
         lpt = kde_log_prob(s, t[:, None, :])[:, 0]
         method = "kde"
-    return pit(_count_denser(lps, lpt), num), method
+    count, tally = _count_denser(lps, lpt)
+    _warn_nonfinite(tally, n, num)
+    return pit(count, num), method
 
 
 def expected_coverage(
@@ -112,12 +151,17 @@ def expected_coverage(
         x: ``(n_test, x_dim)`` observations (needed with ``posterior``).
         log_prob_samples: Optional precomputed ``(n_test, S)`` log-densities of the draws.
         log_prob_truth: Optional precomputed ``(n_test,)`` log-densities of the truths.
-        levels: Number of evenly spaced levels in ``[0, 1]`` or an explicit 1-D grid.
+        levels: Number of evenly spaced levels in ``[0, 1]`` (>= 2) or an explicit 1-D grid of
+            strictly increasing levels in ``[0, 1]``.
         bootstrap: Bootstrap resamples of the test pairs for the band (0: binomial band).
         band: Probability mass of the band.
 
     Returns:
         A :class:`~ilijax.diagnostics.CoverageResult`.
+
+    Warns:
+        RuntimeWarning: If log-densities of draws or truths are NaN or infinite, with their
+            counts; NaN is counted against coverage (see :func:`hpd_credibility`).
     """
     check_band(band, bootstrap)
     lv = check_levels(levels)

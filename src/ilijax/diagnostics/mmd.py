@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from ilijax.diagnostics._common import check_real
 
 Array = jax.Array
 
@@ -53,10 +56,16 @@ def mmd(samples_p: Any, samples_q: Any, *, bandwidth: float | None = None) -> Ar
     Args:
         samples_p: ``(..., m, d)`` draws (``m >= 2``); ``(m,)`` means ``d == 1``.
         samples_q: ``(..., n, d)`` draws with the same batch shape and ``d``.
-        bandwidth: Kernel width ``h`` (default: median heuristic, per batch entry).
+        bandwidth: Kernel width ``h``, finite and > 0 (default: median heuristic, per batch
+            entry). An infinite ``h`` would make every kernel value 1 and the estimate 0 ("same
+            distribution") whatever the draws.
 
     Returns:
         ``(...)`` squared MMD estimates.
+
+    Raises:
+        ValueError: For mismatched shapes, fewer than 2 draws in a set, NaN or inf draws, or a
+            bandwidth that is not a finite float > 0; the message names the field.
     """
     p = jnp.asarray(samples_p, jnp.float32)
     q = jnp.asarray(samples_q, jnp.float32)
@@ -69,12 +78,19 @@ def mmd(samples_p: Any, samples_q: Any, *, bandwidth: float | None = None) -> Ar
         )
     if p.shape[-2] < 2 or q.shape[-2] < 2:
         raise ValueError(f"Expected at least 2 draws in each set; got {p.shape} and {q.shape}")
-    if bandwidth is not None and not float(bandwidth) > 0:
-        raise ValueError(f"Expected bandwidth > 0; got {bandwidth}")
+    bw = None if bandwidth is None else check_real("bandwidth", bandwidth, low=0.0)
+    for name, a in (("samples_p", p), ("samples_q", q)):
+        if isinstance(a, jax.core.Tracer):
+            continue  # inside a trace: values are unknown here
+        nbad = int(jnp.sum(~jnp.all(jnp.isfinite(a), axis=-1)))  # only the count leaves
+        if nbad:
+            raise ValueError(
+                f"Expected finite values in {name}; got {nbad} rows with NaN or inf "
+                f"(of {math.prod(a.shape[:-1])})"
+            )
     batch = p.shape[:-2]
     pb = p.reshape((-1,) + p.shape[-2:])
     qb = q.reshape((-1,) + q.shape[-2:])
-    bw = None if bandwidth is None else float(bandwidth)
     return _mmd_batch(pb, qb, bw).reshape(batch)
 
 

@@ -60,7 +60,8 @@ def tarp(
             as sbi's ``get_tarp_references``.
         normalize: Z-score draws, truths and references with the mean and standard deviation
             of the true values, so that every parameter counts on the same scale.
-        levels: Number of evenly spaced levels in ``[0, 1]`` or an explicit grid.
+        levels: Number of evenly spaced levels in ``[0, 1]`` (>= 2) or an explicit grid of at
+            least 2 strictly increasing levels in ``[0, 1]``.
         bootstrap: Bootstrap resamples of the test pairs for the band (0: binomial band).
         band: Probability mass of the band.
 
@@ -69,9 +70,15 @@ def tarp(
         (``sum((ecp - alpha)[L // 2:]) * dalpha``, the signed area between the curve and the
         diagonal over the upper half of the levels), and the KS p-value tests the per-pair
         credibilities for uniformity (sbi's compares the two curves instead).
+
+    Raises:
+        ValueError: For bad shapes, non-finite draws or truths, or levels that are not a grid of
+            at least 2 strictly increasing levels in ``[0, 1]``; the message names the field.
     """
     check_band(band, bootstrap)
-    lv = check_levels(levels)
+    # ATC sums (ECP - alpha) times the grid step over the upper half of the levels: one level
+    # has no step (sbi returns 0.0, "calibrated", for it)
+    lv = check_levels(levels, min_levels=2, why=" for TARP's ATC (it needs a grid step)")
     s = check_draws(samples)
     n, num, d = s.shape
     t = check_truth(theta, n, d)
@@ -106,8 +113,6 @@ def tarp(
 def _atc(levels: np.ndarray, ecp: np.ndarray) -> float:
     """sbi's area to curve: ``sum((ecp - alpha)[L // 2:] * dalpha)`` (``dalpha`` the grid
     step; for an uneven grid, each level's step to the next)."""
-    if levels.size < 2:
-        return 0.0
     mid = levels.size // 2
     step = np.diff(levels, append=levels[-1] + (levels[-1] - levels[-2]))
     return float(np.sum((ecp[mid:] - levels[mid:]) * step[mid:]))

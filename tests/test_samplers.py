@@ -126,6 +126,60 @@ def test_errors_name_the_field():
         samplers.get("gibbs")
 
 
+@pytest.mark.parametrize(
+    ("method", "options", "match"),
+    [
+        ("nuts", {"target_acceptance": 1.0},
+         r"Expected target_acceptance to be a finite float in \(0, 1\); got 1\.0"),
+        ("nuts", {"target_acceptance": 0.0}, r"target_acceptance .* in \(0, 1\); got 0\.0"),
+        ("nuts", {"target_acceptance": float("nan")}, r"target_acceptance .*; got nan"),
+        ("hmc", {"target_acceptance": 80}, r"target_acceptance .* in \(0, 1\); got 80"),
+        ("mala", {"target_acceptance": True}, r"target_acceptance .*; got True"),
+        ("nuts", {"max_num_doublings": 0}, r"Expected max_num_doublings to be an int >= 1; got 0"),
+        ("nuts", {"max_num_doublings": 2.5}, r"max_num_doublings to be an int >= 1; got 2\.5"),
+        ("nuts", {"max_num_doublings": True}, r"max_num_doublings to be an int >= 1; got True"),
+        ("nuts", {"num_warmup": -1}, r"Expected num_warmup to be an int >= 0; got -1"),
+        ("nuts", {"num_warmup": 10.0}, r"Expected num_warmup to be an int >= 0; got 10\.0"),
+        ("hmc", {"thin": 2.0}, r"Expected thin to be an int >= 1; got 2\.0"),
+        ("hmc", {"num_integration_steps": 4.0}, r"num_integration_steps to be an int >= 1"),
+        ("slice", {"width": float("inf")}, r"Expected width to be a finite float > 0; got inf"),
+        ("slice", {"width": 0.0}, r"Expected width to be a finite float > 0; got 0\.0"),
+        ("slice", {"max_expansions": 2.5}, r"Expected max_expansions to be an int >= 0; got 2\.5"),
+        ("slice", {"max_expansions": -1}, r"Expected max_expansions to be an int >= 0; got -1"),
+        ("aies", {"thin": True}, r"Expected thin to be an int >= 1; got True"),
+        ("aies", {"moves": {}}, r"Expected moves to be None or a non-empty dict"),
+        ("ess", {"moves": [1]}, r"Expected moves to be None or a non-empty dict"),
+        ("ess", {"max_steps": 0}, r"Expected max_steps to be an int >= 1; got 0"),
+        ("ess", {"max_iter": 1e4}, r"Expected max_iter to be an int >= 1; got 10000\.0"),
+    ],
+)
+def test_bad_options_name_the_field(method, options, match):
+    init = jnp.zeros((4, 2))
+    with pytest.raises(ValueError, match=match):
+        samplers.get(method)(jax.random.key(0), gaussian, init, 8, **options)
+
+
+def test_aies_move_weights_must_be_finite_and_not_all_zero():
+    from numpyro.infer import AIES
+
+    init = jnp.zeros((4, 2))
+    for weights in ({AIES.StretchMove(): 0.0}, {AIES.StretchMove(): float("nan")}):
+        with pytest.raises(ValueError, match=r"Expected moves' weights"):
+            mcmc.aies(jax.random.key(0), gaussian, init, 8, moves=weights)
+
+
+def test_valid_numpy_options_still_run():
+    # numpy ints and floats are valid options (a few steps, no statistics)
+    init = jnp.zeros((2, 2))
+    draws, stats = mcmc.nuts(jax.random.key(0), gaussian, init, 4, num_warmup=np.int64(5),
+                             thin=np.int32(1), target_acceptance=np.float32(0.7),
+                             max_num_doublings=np.int64(3))
+    assert draws.shape == (2, 2, 2) and np.isfinite(np.asarray(draws)).all()
+    draws, _ = mcmc.slice(jax.random.key(1), gaussian, init, 4, num_warmup=0, width=2,
+                          max_expansions=0)
+    assert draws.shape == (2, 2, 2) and np.isfinite(np.asarray(draws)).all()
+
+
 def test_default_chains():
     assert samplers.default_num_chains("nuts", 5) == 4
     assert samplers.default_num_chains("aies", 5) == 20

@@ -266,6 +266,11 @@ def test_narrow_posterior_from_degenerate_init():
         ("transforms", {"transforms": -1}),
         ("hidden", {"hidden": 0}),
         ("flow", {"flow": "maf"}),
+        ("flow", {"flow": ["realnvp"]}),
+        ("learning_rate", {"learning_rate": float("inf")}),
+        ("learning_rate", {"learning_rate": True}),
+        ("num_particles", {"num_particles": 8.0}),
+        ("activation", {"activation": "tanh"}),
     ],
 )
 def test_bad_arguments_raise(field, kwargs):

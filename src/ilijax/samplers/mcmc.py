@@ -38,11 +38,14 @@ Samplers:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import blackjax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 
 Array = jax.Array
@@ -50,13 +53,49 @@ Array = jax.Array
 __all__ = ["aies", "ess", "hmc", "mala", "nuts", "slice"]
 
 
+def _check_int(name: str, value: Any, low: int) -> int:
+    # bools and floats are rejected: a float would be truncated silently
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"Expected {name} to be an int >= {low}; got {value!r}")
+    return int(value)
+
+
+def _check_float(name: str, value: Any, low: float, high: float | None = None) -> None:
+    """A finite real number in the open interval ``(low, high)``; else a ValueError naming it.
+    Traced values (e.g. an option ``vmap``-ed over) cannot be checked and pass."""
+    v = value
+    if isinstance(v, jax.Array | np.ndarray) and v.shape == ():
+        if isinstance(v, jax.core.Tracer):
+            return
+        v = v.item()
+    ok = not isinstance(v, bool) and isinstance(v, int | float | np.integer | np.floating) \
+        and math.isfinite(v) and v > low and (high is None or v < high)
+    if not ok:
+        want = f"> {low:g}" if high is None else f"in ({low:g}, {high:g})"
+        raise ValueError(f"Expected {name} to be a finite float {want}; got {value!r}")
+
+
+def _check_moves(moves: Any) -> None:
+    if moves is None:
+        return
+    if not isinstance(moves, dict) or not moves:
+        raise ValueError(
+            f"Expected moves to be None or a non-empty dict of move -> weight; got {moves!r}"
+        )
+    weights = list(moves.values())
+    if not all(not isinstance(w, bool) and isinstance(w, int | float | np.integer | np.floating)
+               and math.isfinite(w) and w >= 0 for w in weights) or not sum(weights) > 0:
+        raise ValueError(
+            f"Expected moves' weights to be finite numbers >= 0, not all 0; got {weights!r}"
+        )
+
+
 def _check(init: Array, num_samples: int, num_warmup: int, thin: int) -> tuple[int, int, int]:
     if init.ndim != 2:
         raise ValueError(f"Expected init of shape (num_chains, dim); got {init.shape}")
-    for name, value, low in (("num_samples", num_samples, 1), ("num_warmup", num_warmup, 0),
-                             ("thin", thin, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"Expected {name} to be an int >= {low}; got {value!r}")
+    num_samples = _check_int("num_samples", num_samples, 1)
+    _check_int("num_warmup", num_warmup, 0)
+    _check_int("thin", thin, 1)
     chains, dim = init.shape
     return chains, dim, -(-num_samples // chains)
 
@@ -81,6 +120,7 @@ def _thinned_scan(step: Callable, state, key: Array, per_chain: int, thin: int):
 def _adapted_hmc(key, algorithm, logdensity_fn, init, num_samples, *, num_warmup, thin,
                  target_acceptance, **kernel_options):
     chains, dim, per_chain = _check(init, num_samples, num_warmup, thin)
+    _check_float("target_acceptance", target_acceptance, 0.0, 1.0)
 
     def one_chain(key, position):
         k_warm, k_run = jax.random.split(key)
@@ -119,12 +159,18 @@ def nuts(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: 
         num_samples: Total draws over the chains (each chain keeps ``ceil(n / num_chains)``).
         num_warmup: Adaptation steps per chain (discarded).
         thin: Keep every ``thin``-th step.
-        target_acceptance: Target mean acceptance of the step-size adaptation (Stan: 0.8).
-        max_num_doublings: Maximum tree depth.
+        target_acceptance: Target mean acceptance of the step-size adaptation, in ``(0, 1)``
+            (Stan: 0.8).
+        max_num_doublings: Maximum tree depth (an int >= 1).
 
     Returns:
         ``(draws (num_chains, per_chain, dim), stats)``.
+
+    Raises:
+        ValueError: On a bad option (e.g. ``thin=0``, ``target_acceptance=1.0``,
+            ``max_num_doublings=2.5``); the message names it.
     """
+    _check_int("max_num_doublings", max_num_doublings, 1)
     return _adapted_hmc(key, blackjax.nuts, logdensity_fn, init, num_samples,
                         num_warmup=num_warmup, thin=thin, target_acceptance=target_acceptance,
                         max_num_doublings=max_num_doublings)
@@ -134,11 +180,7 @@ def hmc(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: i
         target_acceptance: float = 0.8, num_integration_steps: int = 16):
     """HMC with a fixed number of leapfrog steps and window adaptation (arguments as
     :func:`nuts`)."""
-    if isinstance(num_integration_steps, bool) or not isinstance(num_integration_steps, int) \
-            or num_integration_steps < 1:
-        raise ValueError(
-            f"Expected num_integration_steps to be an int >= 1; got {num_integration_steps!r}"
-        )
+    _check_int("num_integration_steps", num_integration_steps, 1)
     return _adapted_hmc(key, blackjax.hmc, logdensity_fn, init, num_samples,
                         num_warmup=num_warmup, thin=thin, target_acceptance=target_acceptance,
                         num_integration_steps=num_integration_steps)
@@ -158,14 +200,15 @@ def slice(key, logdensity_fn, init, num_samples, *, num_warmup: int = 200, thin:
     """Coordinate-wise slice sampling with doubling (Neal 2003), blackjax ``coordinate_slice``.
 
     Args:
-        width: Initial bracket width per coordinate in the unconstrained space; doubling
-            grows it up to ``2**max_expansions`` times, shrinkage narrows it.
+        width: Initial bracket width per coordinate in the unconstrained space (finite,
+            > 0); doubling grows it up to ``2**max_expansions`` times (an int >= 0), shrinkage
+            narrows it.
         num_warmup: Burn-in steps per chain (discarded; nothing is tuned).
         Others as :func:`nuts`.
     """
     chains, dim, per_chain = _check(init, num_samples, num_warmup, thin)
-    if not width > 0:
-        raise ValueError(f"Expected width > 0; got {width!r}")
+    _check_float("width", width, 0.0)
+    _check_int("max_expansions", max_expansions, 0)
     algo = blackjax.coordinate_slice(logdensity_fn, initial_widths=float(width),
                                      max_expansions=int(max_expansions))
 
@@ -228,6 +271,7 @@ def aies(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: 
     """
     from numpyro.infer import AIES
 
+    _check_moves(moves)
     kernel = AIES(potential_fn=lambda u: -logdensity_fn(u), moves=moves)
     return _ensemble(key, kernel, init, num_samples, num_warmup, thin)
 
@@ -242,6 +286,9 @@ def ess(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: i
     """
     from numpyro.infer import ESS
 
+    _check_moves(moves)
+    _check_int("max_steps", max_steps, 1)
+    _check_int("max_iter", max_iter, 1)
     kernel = ESS(potential_fn=lambda u: -logdensity_fn(u), moves=moves, max_steps=max_steps,
                  max_iter=max_iter)
     return _ensemble(key, kernel, init, num_samples, num_warmup, thin)

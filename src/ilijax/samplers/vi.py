@@ -326,8 +326,12 @@ def run(
     _check_int("transforms", transforms, 0)
     _check_int("hidden", hidden, 1)
     _check_float("learning_rate", learning_rate)
-    if flow not in FLOWS:
+    if not isinstance(flow, str) or flow not in FLOWS:
         raise ValueError(f"Expected flow in {FLOWS}; got {flow!r}")
+    if not callable(activation):
+        raise ValueError(
+            f"Expected activation to be a callable (e.g. jnp.tanh); got {activation!r}"
+        )
     init = jnp.asarray(init)
     if init.ndim != 2 or init.shape[0] < 1 or init.shape[1] < 1:
         raise ValueError(f"Expected init of shape (num_chains, dim); got {init.shape}")

@@ -100,14 +100,63 @@ def test_adapted_chains_from_a_far_start_reach_the_target(method):
     assert np.all(np.asarray(stats["acceptance"]) > 0.3)
 
 
-def test_thinning_keeps_every_kth_state():
+def _reference_chain(kernel, state, k_run, num_kept, thin):
+    """The chain of ``kernel`` driven by the keys the samplers built on blackjax use: one key
+    per kept draw, ``split(k_run, num_kept)``, each split into ``thin`` step keys."""
+    keys = jax.vmap(lambda k: jax.random.split(k, thin))(jax.random.split(k_run, num_kept))
+
+    def step(state, k):
+        state, _ = kernel.step(k, state)
+        return state, state.position
+
+    return jax.lax.scan(step, state, keys.reshape(-1))[1]  # every state
+
+
+@pytest.mark.parametrize("method", ["slice", "hmc"])
+def test_thinning_keeps_every_kth_state(method):
+    # The blackjax-based samplers (nuts, hmc, mala, slice) draw a fresh key per kept draw and
+    # split it into `thin` step keys, so thin=4 is not every 4th state of the thin=1 chain of
+    # the same key (their step keys differ), but exactly every 4th state of the same kernel
+    # run on those step keys; thin=1 is that chain itself. No warm-up: the kernel is known
+    # (slice: width 1; hmc: step size 0.1, unit mass).
+    import blackjax
+
     init = jnp.zeros((1, 2))
-    a, _ = jax.jit(lambda k: mcmc.slice(k, gaussian, init, 20, num_warmup=0, thin=1))(
-        jax.random.key(4))
-    b, _ = jax.jit(lambda k: mcmc.slice(k, gaussian, init, 5, num_warmup=0, thin=4))(
-        jax.random.key(4))
+    key = jax.random.key(4)
+    if method == "slice":
+        kernel = blackjax.coordinate_slice(gaussian, initial_widths=1.0, max_expansions=10)
+    else:
+        kernel = blackjax.hmc(gaussian, step_size=0.1, inverse_mass_matrix=jnp.ones(2),
+                              num_integration_steps=16)
+    state = kernel.init(init[0])
+    run = samplers.get(method)
+    a, _ = jax.jit(lambda k: run(k, gaussian, init, 20, num_warmup=0, thin=1))(key)
+    b, _ = jax.jit(lambda k: run(k, gaussian, init, 5, num_warmup=0, thin=4))(key)
     assert a.shape == (1, 20, 2) and b.shape == (1, 5, 2)
-    assert np.isfinite(np.asarray(b)).all()
+    # (one chain: its key is split(key, 1)[0]; its run key the second half of that split)
+    _, k_run = jax.random.split(jax.random.split(key, 1)[0])
+    chain = jax.jit(_reference_chain, static_argnums=(0, 3, 4))
+    ref4 = np.asarray(chain(kernel, state, k_run, 5, 4))
+    ref1 = np.asarray(chain(kernel, state, k_run, 20, 1))
+    # Same programs up to XLA's fusion: equal to float32 rounding.
+    np.testing.assert_allclose(np.asarray(b[0]), ref4[3::4], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(a[0]), ref1, rtol=0, atol=1e-5)
+    assert np.abs(ref4[3::4] - ref1[3::4]).max() > 0.1  # the streams do differ
+
+
+@pytest.mark.parametrize("method", ["aies", "ess"])
+def test_ensemble_thinning_keeps_every_kth_state_of_the_same_chain(method):
+    # The ensemble samplers carry their random state in the kernel state, so thin=4 keeps
+    # exactly every 4th state of the unthinned chain of the same key.
+    init = exact_draws(jax.random.key(5), 8)
+    run = samplers.get(method)
+    a, _ = jax.jit(lambda k: run(k, gaussian, init, 20 * 8, num_warmup=0, thin=1))(
+        jax.random.key(4))
+    b, _ = jax.jit(lambda k: run(k, gaussian, init, 5 * 8, num_warmup=0, thin=4))(
+        jax.random.key(4))
+    assert a.shape == (8, 20, 2) and b.shape == (8, 5, 2)
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a[:, 3::4]), rtol=0, atol=1e-5)
+    assert np.abs(np.diff(np.asarray(a), axis=1)).max() > 0  # the walkers move
 
 
 def test_errors_name_the_field():

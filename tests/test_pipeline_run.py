@@ -196,9 +196,32 @@ def test_sweep_over_two_learning_rates(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["trial"] for r in rows] == ["0", "1"]
     assert [float(r["inference.train.learning_rate"]) for r in rows] == [1e-3, 5e-4]
-    for r in rows:
-        assert np.isfinite(float(r["best_validation_loss"]))
-        assert 0 <= float(r["coverage_error"]) <= 1 and np.isfinite(float(r["tarp_atc"]))
+    trials = []
+    for r, lr in zip(rows, [1e-3, 5e-4], strict=True):
+        out = Path(r["out_dir"])
+        # The trial ran with its grid value: its resolved config holds it, and differs from the
+        # other trial's in that key (and its out_dir) only.
+        cfg = pipeline.validate_config(yaml.safe_load((out / "t_config.yaml").read_text()))
+        assert cfg.inference.train.learning_rate == lr
+        dump = cfg.model_dump()
+        dump["inference"]["train"].pop("learning_rate")
+        dump["inference"].pop("out_dir")
+        summary = json.loads((out / "t_summary.json").read_text())
+        metrics = json.loads((out / "t_validation" / "metrics.json").read_text())
+        trials.append((dump, summary))
+        # The row holds the trial's own results.
+        assert float(r["best_validation_loss"]) == pytest.approx(
+            min(summary["best_validation_loss"]), rel=1e-12)
+        assert float(r["coverage_error"]) == pytest.approx(metrics["coverage"]["error"],
+                                                           rel=1e-12)
+        assert float(r["tarp_atc"]) == pytest.approx(metrics["tarp"]["atc"], rel=1e-12)
+    (dump0, s0), (dump1, s1) = trials
+    assert dump0 == dump1
+    # Same data, seed and initialisation, other learning rate: every member's loss history
+    # differs between the trials (each epoch's mean training loss, all 2 x 2 of them).
+    assert s0["epochs"] == s1["epochs"] == [2, 2]
+    l0, l1 = np.asarray(s0["train_loss"]), np.asarray(s1["train_loss"])
+    assert l0.shape == l1.shape == (2, 2) and np.all(np.abs(l0 - l1) > 1e-6), (l0, l1)
     # one trial of a job array rebuilds the table from every finished trial
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -85,7 +85,30 @@ def test_files_load_back_and_hold_what_was_computed(written):
     np.testing.assert_allclose(list(m["predictions"]["rmse"].values()),
                                report.predictions.rmse, rtol=1e-6)
     assert m["c2st"]["num_observations"] == 4 and len(m["mmd"]["per_observation"]) == 4
-    assert 0.0 <= m["predictive"]["fraction_below_0.05"] <= 1.0
+    # The predictive p-values are those computed, and have their known distribution: the
+    # posterior is exact, so x_pred ~ N(x / 2, 0.05 + 0.1) per dimension with x ~ N(0, 0.2), and
+    # z = (x - x / 2) / sqrt(0.15) ~ N(0, 1/3); given z, the count k of the 50 simulations below
+    # x is Binomial(50, Phi(z)) and p = min(1, 2 min(k, 50 - k) / 50). Expectations by
+    # quadrature; 300 x 2 independent p-values, z-bounds of 4 sd (binomial for the fraction).
+    from scipy import integrate, stats
+
+    p = np.asarray(report.predictive.pvalue)
+    assert p.shape == (300, 2)
+    assert m["predictive"]["fraction_below_0.05"] == pytest.approx(np.mean(p < 0.05))
+    assert m["predictive"]["mean_pvalue"] == pytest.approx(p.mean(), rel=1e-6)
+    k = np.arange(51)
+
+    def given_z(z, fn):
+        return np.sum(stats.binom.pmf(k, 50, stats.norm.cdf(z)) * fn(k))
+
+    def expect(fn):
+        return integrate.quad(lambda z: given_z(z, fn) * stats.norm.pdf(z, scale=3**-0.5),
+                              -8, 8)[0]
+
+    small = expect(lambda k: np.minimum(k, 50 - k) <= 1)  # 2 min / 50 < 0.05
+    mean_p = expect(lambda k: np.minimum(1.0, 2 * np.minimum(k, 50 - k) / 50))
+    assert abs(np.mean(p < 0.05) - small) < 4 * np.sqrt(small * (1 - small) / p.size)
+    assert abs(p.mean() - mean_p) < 4 * p.std() / np.sqrt(p.size), (p.mean(), mean_p)
     assert set(m["timings"]) >= {"samples", "sbc", "coverage", "tarp", "write"}
 
     np.testing.assert_array_equal(np.load(out / "samples.npy"), report.samples)

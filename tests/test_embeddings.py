@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import ilijax
-from ilijax.estimators import classifier, embedded, mdn
+from ilijax.estimators import Frozen, classifier, embedded, mdn
 from ilijax.nn import CNN1D, CNN2D, FCN, GNN, DeepSet, build_embedding, embedding_spec, radius_graph
 
 KEY = jax.random.key(0)
@@ -178,12 +178,12 @@ def test_embedded_bundle_contract_and_errors():
     theta = jax.random.normal(KEY, (50, 2))
     x = 3.0 + 2.0 * jax.random.normal(jax.random.key(1), (50, 4, 4))
     params = jax.jit(est.init)(KEY, theta, x)
-    np.testing.assert_allclose(params["x_shift"], x.mean(0), rtol=1e-5)
-    np.testing.assert_allclose(params["x_scale"], x.std(0), rtol=1e-5)
+    np.testing.assert_allclose(params["x_shift"].value, x.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(params["x_scale"].value, x.std(0), rtol=1e-5)
     # The inner context standardization is the identity (embedding outputs move).
-    np.testing.assert_array_equal(params["estimator"]["c_shift"], np.zeros(3))
-    np.testing.assert_array_equal(params["estimator"]["c_scale"], np.ones(3))
-    np.testing.assert_allclose(params["estimator"]["y_shift"], theta.mean(0), rtol=1e-5)
+    np.testing.assert_array_equal(params["estimator"]["c_shift"].value, np.zeros(3))
+    np.testing.assert_array_equal(params["estimator"]["c_scale"].value, np.ones(3))
+    np.testing.assert_allclose(params["estimator"]["y_shift"].value, theta.mean(0), rtol=1e-5)
 
     def check(p, t, xx, key):
         lp = jax.vmap(est.log_prob, in_axes=(None, 0, 0))(p, t, xx)
@@ -194,9 +194,9 @@ def test_embedded_bundle_contract_and_errors():
     lp, draw, grads = jax.jit(check)(params, theta, x, KEY)
     assert lp.shape == (50,) and np.all(np.isfinite(lp)) and draw.shape == (2,)
     for k in ("x_shift", "x_scale"):
-        np.testing.assert_array_equal(grads[k], 0.0)
+        np.testing.assert_array_equal(grads[k].value, 0.0)
     for k in ("c_shift", "c_scale"):
-        np.testing.assert_array_equal(grads["estimator"][k], 0.0)
+        np.testing.assert_array_equal(grads["estimator"][k].value, 0.0)
     assert np.any(np.asarray(grads["embedding"]["params"]["Dense_0"]["kernel"]) != 0)
     with pytest.raises(ValueError, match=r"Expected one x event of shape \(4, 4\) .*; got \(16,\)"):
         jax.eval_shape(est.log_prob, params, theta[0], x[0].reshape(-1))
@@ -355,7 +355,7 @@ def test_files_without_x_shape_load(tmp_path):
     est = mdn(hidden=4, components=1, layers=1)
     bundle = ilijax.estimators.on_support(est, ilijax.priors.support_bijector(PRIOR))
     one = _params(lambda k, t, x: bundle.init(k, t, x), jnp.zeros(1), jnp.zeros(3))
-    one = {**one, "y_scale": jnp.ones(1), "c_scale": jnp.ones(3)}
+    one = {**one, "y_scale": Frozen(jnp.ones(1)), "c_scale": Frozen(jnp.ones(3))}
     params = jax.tree.map(lambda a: jnp.stack([a, a + 0.1]), one)
     post = ilijax.Posterior([ilijax.posterior.Group(bundle, params, est.spec)], [0.5, 0.5],
                             PRIOR, x_dim=3)
@@ -437,7 +437,7 @@ def test_share_embedding_trains_in_two_stages(recorder):
     np.testing.assert_allclose(train2["s1"], s1, rtol=1e-5, atol=1e-6)
     heads = second["params"][1]
     assert jax.tree.leaves(heads)[0].shape[0] == 3 and "embedding" not in heads
-    np.testing.assert_allclose(heads["c_shift"][0], s1.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(heads["c_shift"].value[0], s1.mean(0), rtol=1e-4, atol=1e-5)
     # The posterior's members: the stage-1 embedding thrice, each with its own head.
     members = post.groups[1].params
     for name in ("embedding", "x_shift", "x_scale"):

@@ -130,11 +130,11 @@ def test_standardized_wrapper_integrates_to_one(case):
     y_data = 3.0 + 2.0 * jax.random.normal(key_y, (500, Y_DIM))
     c_data = -1.0 + 0.5 * jax.random.normal(key_c, (500, C_DIM))
     params = case.est.init(jax.random.key(0), y_data, c_data)
-    np.testing.assert_allclose(params["y_shift"], 3.0, atol=0.3)
-    np.testing.assert_allclose(params["y_scale"], 2.0, atol=0.3)
+    np.testing.assert_allclose(params["y_shift"].value, 3.0, atol=0.3)
+    np.testing.assert_allclose(params["y_scale"].value, 2.0, atol=0.3)
     params = {**params, "net": case.params["net"]}
-    shift, scale = params["y_shift"], params["y_scale"]
-    context = params["c_shift"] + params["c_scale"] * CONTEXT
+    shift, scale = params["y_shift"].value, params["y_scale"].value
+    context = params["c_shift"].value + params["c_scale"].value * CONTEXT
 
     # Exact identity: the wrapper is the core at z-scored inputs, minus sum(log scale).
     y = shift + scale * GRID[:7]

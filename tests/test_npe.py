@@ -84,7 +84,7 @@ def test_ensemble_mixture_and_members(gaussian_linear_fit):
     np.testing.assert_allclose(post.log_prob(theta, x), expected, rtol=1e-5, atol=1e-5)
     # Members trained from different keys differ.
     p = post.groups[0].params
-    leaf = jax.tree.leaves(p)[-1]
+    leaf = jax.tree.leaves(p["net"])[-1]
     assert not np.allclose(np.asarray(leaf[0]), np.asarray(leaf[1]))
     assert not np.allclose(members[:, 0], members[:, 1])
 

@@ -86,14 +86,14 @@ def test_classifier_bundle_contract(kind):
     x = jax.random.normal(jax.random.key(1), (50, 5)) * 0.5 - 1.0
     params = clf.init(key, theta, x)
     # z-score statistics of the training set are stored in the params.
-    np.testing.assert_allclose(params["theta_shift"], np.mean(theta, 0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(params["theta_scale"], np.std(theta, 0), rtol=1e-5)
-    np.testing.assert_allclose(params["x_shift"], np.mean(x, 0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(params["x_scale"], np.std(x, 0), rtol=1e-5)
+    np.testing.assert_allclose(params["theta_shift"].value, np.mean(theta, 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(params["theta_scale"].value, np.std(theta, 0), rtol=1e-5)
+    np.testing.assert_allclose(params["x_shift"].value, np.mean(x, 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(params["x_scale"].value, np.std(x, 0), rtol=1e-5)
     # One example pair: identity statistics.
     one = clf.init(key, theta[0], x[0])
-    np.testing.assert_array_equal(one["theta_shift"], np.zeros(3))
-    np.testing.assert_array_equal(one["x_scale"], np.ones(5))
+    np.testing.assert_array_equal(one["theta_shift"].value, np.zeros(3))
+    np.testing.assert_array_equal(one["x_scale"].value, np.ones(5))
     # One pair in, a float32 scalar out; vmap equals a loop.
     out = clf.log_ratio(params, theta[0], x[0])
     assert out.shape == () and out.dtype == jnp.float32

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ilijax._checks import check_key
 from ilijax.data import Dataset, check_data
 from ilijax.priors import validate_prior
 
@@ -57,7 +58,8 @@ def simulate(
         kind: ``"auto"``, ``"jax"`` or ``"numpy"``.
         nan_policy: Passed to :func:`ilijax.data.check_data`: ``"drop"`` removes simulations
             with NaN/inf in theta or x with a counting ``UserWarning``; ``"raise"`` raises.
-        progress: Show a tqdm progress bar (stderr) when there is more than one batch.
+        progress: Show a progress bar (stderr; whole lines when it is not a terminal) when
+            there is more than one batch.
 
     Returns:
         A float32 :class:`~ilijax.data.Dataset` with at most ``num_simulations`` rows.
@@ -66,6 +68,7 @@ def simulate(
         ValueError: On bad arguments, a simulator output whose leading axis is not the batch,
             or a simulator that fails both as a JAX and as a numpy function (``"auto"``).
     """
+    key = check_key(key)
     prior = validate_prior(prior)
     if kind not in _KINDS:
         raise ValueError(f"Expected kind in {_KINDS}; got {kind!r}")
@@ -100,12 +103,14 @@ def run_simulator(
         theta: ``(n, theta_dim)`` parameters.
         batch_size: Simulations per call.
         kind: ``"auto"``, ``"jax"`` or ``"numpy"``.
-        progress: Show a tqdm bar when there is more than one batch.
+        progress: Show a progress bar when there is more than one batch (see
+            :mod:`ilijax._progress`).
 
     Returns:
         ``(n, x_dim)`` numpy array (a scalar output per simulation becomes ``x_dim == 1``). Rows
         are not checked for NaN here.
     """
+    key = check_key(key)
     if kind not in _KINDS:
         raise ValueError(f"Expected kind in {_KINDS}; got {kind!r}")
     theta = jnp.asarray(theta, jnp.float32)
@@ -161,9 +166,9 @@ def run_simulator(
     outputs = []
     iterator = starts
     if progress and len(starts) > 1:
-        from tqdm import tqdm
+        from ilijax._progress import progress_bar
 
-        iterator = tqdm(starts, desc="simulate", unit="batch", leave=False)
+        iterator = progress_bar(starts, desc="simulate", unit="batch", leave=False)
     for start in iterator:
         outputs.append(run_batch(start))
     x = np.concatenate(outputs, axis=0)

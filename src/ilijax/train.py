@@ -52,6 +52,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ilijax import _devices
 from ilijax import data as _data
+from ilijax._checks import check_float, check_int, check_key
+from ilijax.estimators._base import is_frozen, trainable_mask
 
 Array = jax.Array
 Params = Any
@@ -364,7 +366,10 @@ def fit(
         validation: Validation data of the same structure; if ``None`` it is split off ``train``
             with ``validation_fraction``.
         optimizer: Any optax optimizer (default ``optax.adam(learning_rate)``). Gradients are
-            clipped to global norm ``clip_norm`` before it.
+            clipped to global norm ``clip_norm`` before it. Leaves under an
+            :class:`ilijax.estimators.Frozen` node (standardisation statistics) are constants:
+            they get no update from the optimizer, weight decay included
+            (``optax.multi_transform`` with ``optax.set_to_zero``), and no gradient.
         learning_rate: Used only when ``optimizer`` is ``None`` (ltu-ili default 5e-4).
         batch_size: Minibatch rows (ltu-ili default 50). Each member shuffles the training rows
             every epoch; the ``n % batch_size`` rows left over change from epoch to epoch.
@@ -373,7 +378,9 @@ def fit(
         patience: Epochs without validation improvement before a member stops (ltu-ili/sbi
             default 20); ``None`` trains every member for ``max_epochs``.
         clip_norm: Global-norm gradient clipping (default 5.0, as sbi); ``None`` disables it.
-        progress: Show a progress bar (epochs, best validation loss, members still training).
+        progress: Show a progress bar (epochs, best validation loss, members still training):
+            tqdm on a terminal or in a notebook; in a log file (not a terminal) whole lines,
+            at most one every 10 s (``ILIJAX_PROGRESS_SECONDS``).
         shard: Shard the member axis over devices (``None`` or ``True``) or keep every member
             on one device (``False``). Sharding uses the number of devices ``k`` that minimises
             the members per device, then the padding (groups are padded to a multiple of
@@ -404,14 +411,23 @@ def fit(
     if len(losses) != len(groups):
         raise ValueError(f"Expected one loss per params group ({len(groups)}); got {len(losses)}")
     sizes = [_num_members(g) for g in groups]
-    if batch_size < 1 or max_epochs < 1:
+    key = check_key(key)
+    batch_size = check_int("batch_size", batch_size, 1)
+    max_epochs = check_int("max_epochs", max_epochs, 1)
+    validation_chunk = check_int("validation_chunk", validation_chunk, 1)
+    if patience is not None:
+        patience = check_int("patience", patience, 1)
+    check_float("validation_fraction", validation_fraction, low=0.0, high=1.0)
+    # A negative or NaN rate makes optax train uphill (or not at all) and early stopping then
+    # returns an early epoch without a word; check it even when an optimizer is given.
+    check_float("learning_rate", learning_rate, low=0.0)
+    if clip_norm is not None:
+        check_float("clip_norm", clip_norm, low=0.0)
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
         raise ValueError(
-            f"Expected batch_size >= 1 and max_epochs >= 1; got {batch_size} and {max_epochs}"
+            f"Expected optimizer to be an optax GradientTransformation (e.g. optax.adam(1e-3)); "
+            f"got {type(optimizer).__name__}"
         )
-    if patience is not None and patience < 1:
-        raise ValueError(f"Expected patience >= 1 or None; got {patience}")
-    if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"Expected 0 < validation_fraction < 1; got {validation_fraction}")
     if checkpoint_every is not None:
         integral = isinstance(checkpoint_every, int | np.integer)
         if isinstance(checkpoint_every, bool) or not integral or checkpoint_every < 1:
@@ -439,6 +455,11 @@ def fit(
     tx = optimizer if optimizer is not None else optax.adam(learning_rate)
     if clip_norm is not None:
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+    if any(is_frozen(n) for g in groups for n in jax.tree.leaves(g, is_leaf=is_frozen)):
+        # Standardisation statistics (Frozen nodes) are constants of training: a zero update
+        # whatever the optimizer does (weight decay, noise, schedules); the clipping norm sees
+        # the trainable gradients only.
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, trainable_mask)
     patience_ = np.iinfo(np.int32).max if patience is None else int(patience)
 
     # Shard over the k devices that leave the fewest members per device, then the least
@@ -607,10 +628,10 @@ def fit(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ilijax._progress import progress_bar
 
-        bar = tqdm(total=max_epochs, initial=min(start, max_epochs), desc="fit", unit="epoch",
-                   leave=True)
+        bar = progress_bar(total=max_epochs, initial=min(start, max_epochs), desc="fit",
+                           unit="epoch", leave=True)
     t0 = time.perf_counter()
     done, saved = start, start
     try:

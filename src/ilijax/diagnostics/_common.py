@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import stats
+
+from ilijax._checks import check_float
 
 Array = jax.Array
 
@@ -46,31 +47,10 @@ def check_truth(theta: Any, n_test: int, dim: int, name: str = "theta") -> Array
     return t
 
 
-def check_int(name: str, value: Any, low: int) -> int:
-    """``value`` as an int, or a ValueError naming ``name`` unless it is an int (bools and
-    floats rejected: a float would be truncated silently) that is ``>= low``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"Expected {name} to be an int >= {low}; got {value!r}")
-    return int(value)
-
-
 def check_real(name: str, value: Any, *, low: float, closed: bool = False) -> float:
     """``value`` as a finite float ``> low`` (``>= low`` with ``closed``), or a ValueError naming
-    ``name``. Bools and non-numbers are rejected; 0-d numeric arrays are accepted."""
-    v = value
-    if isinstance(v, np.ndarray | jax.Array) and v.shape == () \
-            and np.issubdtype(v.dtype, np.number):
-        v = v.item()
-    ok = not isinstance(v, bool) and isinstance(v, int | float | np.integer | np.floating)
-    if ok:
-        v = float(v)
-        ok = math.isfinite(v) and (v >= low if closed else v > low)
-    if not ok:
-        raise ValueError(
-            f"Expected {name} to be a finite float {'>=' if closed else '>'} {low:g}; "
-            f"got {value!r}"
-        )
-    return v
+    ``name`` (see :func:`ilijax._checks.check_float`)."""
+    return check_float(name, value, low, closed=closed)
 
 
 def check_levels(levels: Any, min_levels: int = 1, why: str = "") -> Array:

@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ilijax.diagnostics._common import check_int, check_real
+from ilijax._checks import check_int
+from ilijax.diagnostics._common import check_real
 
 __all__ = ["C2STResult", "c2st"]
 

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ilijax._checks import check_key
 from ilijax.diagnostics._common import check_draws
 from ilijax.diagnostics.results import PredictiveResult
 from ilijax.simulate import run_simulator
@@ -76,6 +77,7 @@ def posterior_predictive(
     Returns:
         A :class:`~ilijax.diagnostics.PredictiveResult`.
     """
+    key = check_key(key)
     xo = jnp.asarray(x_obs, jnp.float32)
     if xo.ndim not in (1, 2):
         raise ValueError(f"Expected x_obs of shape (x_dim,) or (b, x_dim); got {xo.shape}")

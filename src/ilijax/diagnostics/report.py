@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ilijax._checks import check_key
 from ilijax._files import atomic_write
 from ilijax.diagnostics._common import check_draws, check_truth
 from ilijax.diagnostics.c2st import C2STResult, c2st
@@ -215,6 +216,7 @@ def validate(
         >>> report.coverage.error < 0.1
         True
     """
+    key = check_key(key)
     metrics = _check_metrics(metrics)
     timings: dict[str, float] = {}
     xt = jnp.asarray(x_test, jnp.float32)
@@ -248,9 +250,9 @@ def validate(
     steps = ["samples"] + list(metrics) + (["write"] if out is not None else [])
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ilijax._progress import progress_bar
 
-        bar = tqdm(total=len(steps), desc="validate", unit="step", leave=False)
+        bar = progress_bar(total=len(steps), desc="validate", unit="step", leave=False)
 
     def done(step: str, t0: float) -> None:
         timings[step] = time.perf_counter() - t0

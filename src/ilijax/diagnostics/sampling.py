@@ -6,7 +6,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from ilijax._checks import check_int, check_key
 from ilijax.diagnostics._common import check_draws
 
 Array = jax.Array
@@ -37,8 +39,9 @@ def sample_test_set(
         ``(n_test, num_samples, theta_dim)`` float32 draws.
 
     Raises:
-        ValueError: If ``x_test`` is not 2-D, ``num_samples < 1``, or the posterior returns
-            another shape or non-finite draws.
+        ValueError: If ``x_test`` is not 2-D or holds NaN/inf (the message names the
+            observations), ``num_samples`` is not an int >= 1, or the posterior returns another
+            shape or non-finite draws.
 
     Examples:
         >>> import jax, ilijax
@@ -50,6 +53,7 @@ def sample_test_set(
         >>> sample_test_set(jax.random.key(0), Exact(), jax.numpy.zeros((5, 2)), 100).shape
         (5, 100, 2)
     """
+    key = check_key(key)
     if not hasattr(posterior, "sample"):
         raise ValueError(
             f"Expected posterior to have a sample(key, x, num_samples) method; got "
@@ -61,9 +65,16 @@ def sample_test_set(
             f"Expected x_test of shape (n_test, x_dim) or (n_test, *x_shape) with n_test >= 1; "
             f"got {x.shape}"
         )
-    if int(num_samples) < 1:
-        raise ValueError(f"Expected num_samples >= 1; got {num_samples}")
-    draws = posterior.sample(key, x, int(num_samples), **sampler_options)
+    num_samples = check_int("num_samples", num_samples, 1)
+    finite = np.isfinite(np.asarray(x)).reshape(x.shape[0], -1).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+        raise ValueError(
+            f"Expected finite values in x_test; got NaN or inf in {bad.size} of {finite.size} "
+            f"observations (indices {', '.join(map(str, bad[:10]))}{more})"
+        )
+    draws = posterior.sample(key, x, num_samples, **sampler_options)
     draws = jnp.asarray(draws)
     if draws.ndim != 3 or draws.shape[:2] != (x.shape[0], int(num_samples)):
         raise ValueError(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 
 from ilijax.estimators._base import Estimator as Estimator
+from ilijax.estimators._base import Frozen as Frozen
+from ilijax.estimators._base import frozen_value as frozen_value
 from ilijax.estimators._base import standardized as standardized
 from ilijax.estimators._support import on_support as on_support
 from ilijax.estimators.classifier import Classifier as Classifier
@@ -47,10 +49,12 @@ __all__ = [
     "Classifier",
     "EmbeddingParts",
     "Estimator",
+    "Frozen",
     "build",
     "classifier",
     "embedded",
     "embedding_parts",
+    "frozen_value",
     "made",
     "maf",
     "mdn",

@@ -11,6 +11,10 @@ over *single events* (callers batch with ``jax.vmap``), in the style of optax's
 - ``log_prob(params, y, context) -> ()``.
 - ``sample(params, key, context) -> (y_dim,)``, one draw.
 
+Standardisation statistics are stored in the params wrapped in :class:`Frozen`, which
+:func:`ilijax.fit` holds constant (no gradient, no optimizer or weight-decay update), so after
+training they are still exactly the training set's mean and standard deviation.
+
 ``spec`` is a JSON-serialisable description (``{"name": ..., "config": {...}}``) from which
 :func:`ilijax.estimators.build` rebuilds the same bundle; it is what :func:`ilijax.save` stores.
 """
@@ -75,6 +79,42 @@ def check_positive_int(name: str, value: Any) -> None:
         raise ValueError(f"Expected {name} to be a positive int; got {value!r}")
 
 
+class Frozen(NamedTuple):
+    """A params subtree that training leaves untouched (standardisation statistics).
+
+    A pytree node with one child, so the leaves and their order are those of ``value`` alone
+    (files saved before statistics were frozen load into it unchanged). :func:`ilijax.fit`
+    gives every leaf under a ``Frozen`` node a zero update through
+    ``optax.multi_transform(..., optax.set_to_zero())``: no optimizer step and no weight decay
+    touches it, whatever optimizer is passed. Bundles read it with :func:`frozen_value`, which
+    also stops its gradient.
+
+    Attributes:
+        value: The constant arrays (any pytree).
+    """
+
+    value: Any
+
+
+def is_frozen(node: Any) -> bool:
+    """Whether ``node`` is a :class:`Frozen` subtree (an ``is_leaf`` for ``jax.tree.map``)."""
+    return isinstance(node, Frozen)
+
+
+def frozen_value(node: Any) -> Any:
+    """The arrays of a :class:`Frozen` node, behind ``stop_gradient`` (no gradient flows into
+    statistics); a plain array is returned as is, also behind ``stop_gradient``."""
+    value = node.value if isinstance(node, Frozen) else node
+    return jax.tree.map(jax.lax.stop_gradient, value)
+
+
+def trainable_mask(params: Any) -> Any:
+    """A tree of labels, ``"frozen"`` at every :class:`Frozen` node of ``params`` and
+    ``"train"`` at every other leaf (the ``param_labels`` of ``optax.multi_transform``)."""
+    return jax.tree.map(lambda n: "frozen" if is_frozen(n) else "train", params,
+                        is_leaf=is_frozen)
+
+
 _MIN_STD = 1e-6
 
 
@@ -107,7 +147,8 @@ def standardized(core: Estimator) -> Estimator:
     """Wraps ``core`` so that it sees z-scored ``y`` and ``context``.
 
     The statistics come from the data given to ``init`` (the whole training set, not a first
-    minibatch as in lampe) and are stored in the params, so a saved estimator is self-contained.
+    minibatch as in lampe) and are stored in the params as :class:`Frozen` constants, so a saved
+    estimator is self-contained and training never moves them.
     ``log_prob`` is corrected by the affine log-det:
     ``log q(y) = log q_z((y - m) / s) - sum log s``.
     """
@@ -121,20 +162,21 @@ def standardized(core: Estimator) -> Estimator:
             )
         ys, cs = zscore_stats(y2), zscore_stats(c2)
         net = core.init(key, (y2[0] - ys["mean"]) / ys["std"], (c2[0] - cs["mean"]) / cs["std"])
-        return {"y_shift": ys["mean"], "y_scale": ys["std"],
-                "c_shift": cs["mean"], "c_scale": cs["std"], "net": net}
+        return {"y_shift": Frozen(ys["mean"]), "y_scale": Frozen(ys["std"]),
+                "c_shift": Frozen(cs["mean"]), "c_scale": Frozen(cs["std"]), "net": net}
 
     def _context(params, context):
-        return (context - params["c_shift"]) / params["c_scale"]
+        return (context - frozen_value(params["c_shift"])) / frozen_value(params["c_scale"])
 
     def log_prob(params, y, context):
-        z = (y - params["y_shift"]) / params["y_scale"]
+        y_scale = frozen_value(params["y_scale"])
+        z = (y - frozen_value(params["y_shift"])) / y_scale
         return core.log_prob(params["net"], z, _context(params, context)) - jnp.sum(
-            jnp.log(params["y_scale"])
+            jnp.log(y_scale)
         )
 
     def sample(params, key, context):
         z = core.sample(params["net"], key, _context(params, context))
-        return z * params["y_scale"] + params["y_shift"]
+        return z * frozen_value(params["y_scale"]) + frozen_value(params["y_shift"])
 
     return Estimator(init, log_prob, sample, core.spec)

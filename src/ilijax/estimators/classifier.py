@@ -8,7 +8,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ilijax.estimators._base import _as_events, activation_fn, check_positive_int, zscore_stats
+from ilijax.estimators._base import (
+    Frozen,
+    _as_events,
+    activation_fn,
+    check_positive_int,
+    frozen_value,
+    zscore_stats,
+)
 from ilijax.nn.classifier import ClassifierMLP, ClassifierResNet
 
 Array = jax.Array
@@ -45,8 +52,9 @@ def classifier(
 ) -> Classifier:
     """A classifier on ``concat(theta, x)`` whose scalar output is the logit ``log r(theta, x)``.
 
-    ``theta`` and ``x`` are z-scored with statistics of the training set (stored in the params,
-    so a saved classifier is self-contained) before they enter the network:
+    ``theta`` and ``x`` are z-scored with statistics of the training set (stored in the params
+    as :class:`~ilijax.estimators.Frozen` constants, so a saved classifier is self-contained and
+    training never moves them) before they enter the network:
 
     - ``"mlp"``: ``blocks`` hidden layers of width ``hidden`` (sbi's ``classifier_nn("mlp")``:
       two layers of 50, ReLU).
@@ -95,12 +103,14 @@ def classifier(
             )
         ts, xs = zscore_stats(t2), zscore_stats(x2)
         params = net.init(key, (t2[0] - ts["mean"]) / ts["std"], (x2[0] - xs["mean"]) / xs["std"])
-        return {"theta_shift": ts["mean"], "theta_scale": ts["std"],
-                "x_shift": xs["mean"], "x_scale": xs["std"], "net": params}
+        return {"theta_shift": Frozen(ts["mean"]), "theta_scale": Frozen(ts["std"]),
+                "x_shift": Frozen(xs["mean"]), "x_scale": Frozen(xs["std"]), "net": params}
 
     def log_ratio(params, theta, x):
-        t = (jnp.asarray(theta, jnp.float32) - params["theta_shift"]) / params["theta_scale"]
-        z = (jnp.asarray(x, jnp.float32) - params["x_shift"]) / params["x_scale"]
+        t = ((jnp.asarray(theta, jnp.float32) - frozen_value(params["theta_shift"]))
+             / frozen_value(params["theta_scale"]))
+        z = ((jnp.asarray(x, jnp.float32) - frozen_value(params["x_shift"]))
+             / frozen_value(params["x_scale"]))
         return net.apply(params["net"], t, z)
 
     return Classifier(init, log_ratio, spec)

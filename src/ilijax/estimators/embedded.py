@@ -10,7 +10,7 @@ together, one vmapped program over the ensemble members, each member with its ow
 
 Params of one member::
 
-    {"x_shift": event_shape, "x_scale": event_shape,   # raw-x standardization (fixed)
+    {"x_shift": Frozen(event_shape), "x_scale": Frozen(event_shape),  # raw-x statistics
      "embedding": {...},                               # E_phi (trained)
      "estimator": {...}}                               # the inner bundle's params (trained)
 
@@ -21,14 +21,14 @@ The spec, ``{"name": "embedded", "config": {"estimator": <inner spec>, "embeddin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ilijax.estimators._base import Estimator
+from ilijax.estimators._base import Estimator, Frozen, frozen_value
 from ilijax.estimators.classifier import Classifier
 from ilijax.nn.embeddings import build_embedding, check_event_shape, embedding_spec
 
@@ -41,10 +41,6 @@ Params = Any
 STANDARDIZE = ("auto", "elementwise", "feature", "global", "none")
 
 _MIN_STD = 1e-6
-
-# Top-level keys under which the inner bundles keep the z-score statistics of their context
-# (``standardized``: c_*, ``classifier``: x_*); held fixed by the wrapper (see _frozen_context).
-_CONTEXT_STATS = ("c_shift", "c_scale", "x_shift", "x_scale")
 
 
 class EmbeddingParts(NamedTuple):
@@ -82,24 +78,6 @@ def embedding_parts(bundle: Any) -> EmbeddingParts | None:
     return getattr(bundle, "embedding_parts", None)
 
 
-def _frozen_context(params: Params) -> Params:
-    """The inner params with the context z-score statistics behind ``stop_gradient``.
-
-    Why: an inner estimator z-scores its context with statistics fixed at ``init``. For an
-    embedded estimator the context is the embedding's output, which moves during training, so
-    statistics of the initial embedding would be stale after a few steps. The wrapper therefore
-    initialises the inner bundle on a constant context, which makes those statistics the
-    identity (mean 0, scale 1; ``zscore_stats`` maps a zero spread to 1), and keeps them there by
-    giving them no gradient (``fit`` would otherwise move them like weights: Adam's update of a
-    zero gradient is exactly zero). The scale of the summaries is learned by the embedding
-    itself, whose input is standardized. With ``share_embedding`` the embedding is frozen when the
-    heads train, so there the heads are initialised with the real statistics of the summaries.
-    """
-    if not isinstance(params, Mapping):
-        return params
-    return {k: jax.lax.stop_gradient(v) if k in _CONTEXT_STATS else v for k, v in params.items()}
-
-
 def _shape_str(shape) -> str:
     shape = tuple(int(s) for s in shape)
     return f"({shape[0]},)" if len(shape) == 1 else str(shape)
@@ -122,7 +100,7 @@ def embedded(
     and ``init(key, theta, x)``, given the training set (``theta (n, d)``, ``x (n, *event)``),
     takes the standardization ``m, v`` from ``x``, initialises the embedding, and initialises
     the inner bundle with ``theta``'s statistics and an identity context standardization (the
-    summaries move during training; see :func:`_frozen_context`). The event shape is fixed at
+    summaries move during training; see the comment in ``init``). The event shape is fixed at
     ``init``; ``log_prob``/``sample`` raise ``ValueError`` naming the expected and got shapes for
     another one.
 
@@ -237,8 +215,8 @@ def embedded(
 
     def embed(params, x):
         x = jnp.asarray(x, jnp.float32)
-        shift = jax.lax.stop_gradient(params["x_shift"])
-        scale = jax.lax.stop_gradient(params["x_scale"])
+        shift = frozen_value(params["x_shift"])
+        scale = frozen_value(params["x_scale"])
         if x.shape != shift.shape:
             raise ValueError(
                 f"Expected one x event of shape {_shape_str(shift.shape)} (the shape the {name} "
@@ -270,10 +248,16 @@ def embedded(
         if s.ndim != 1:
             raise ValueError(f"Expected the {name} embedding to return a vector; got shape "
                              f"{s.shape}")
-        # A constant context: the inner standardization of the summaries is the identity.
+        # A constant context: the inner standardization of the summaries is the identity. Why:
+        # the context is the embedding's output, which moves during training, so statistics of
+        # the initial embedding would be stale after a few steps. zscore_stats maps a zero
+        # spread to 1, the statistics are Frozen (fit never moves them), and the scale of the
+        # summaries is learned by the embedding itself, whose input is standardized. With
+        # share_embedding the embedding is frozen when the heads train, so there the heads are
+        # initialised with the real statistics of the summaries (inference._members).
         zeros = jnp.zeros((y.shape[0], s.shape[0]) if y.ndim == 2 else s.shape, jnp.float32)
         inner_params = inner.init(k_est, y, zeros)
-        return {"x_shift": shift, "x_scale": scale, "embedding": emb_params,
+        return {"x_shift": Frozen(shift), "x_scale": Frozen(scale), "embedding": emb_params,
                 "estimator": inner_params}
 
     emb_spec = embedding_spec(module)
@@ -286,18 +270,15 @@ def embedded(
 
     if is_classifier:
         def log_ratio(params, theta, x):
-            return inner.log_ratio(_frozen_context(params["estimator"]), theta,
-                                   embed(params, x))
+            return inner.log_ratio(params["estimator"], theta, embed(params, x))
 
         bundle = _EmbeddedClassifier(init, log_ratio, spec)
     else:
         def log_prob(params, y, context):
-            return inner.log_prob(_frozen_context(params["estimator"]), y,
-                                  embed(params, context))
+            return inner.log_prob(params["estimator"], y, embed(params, context))
 
         def sample(params, key, context):
-            return inner.sample(_frozen_context(params["estimator"]), key,
-                                embed(params, context))
+            return inner.sample(params["estimator"], key, embed(params, context))
 
         bundle = _EmbeddedEstimator(init, log_prob, sample, spec)
     bundle.embedding_parts = parts

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ilijax import data as _data
+from ilijax._checks import check_key
 from ilijax.estimators._base import Estimator
 from ilijax.inference._ensemble import WEIGHTINGS, ensemble_weights
 from ilijax.inference._members import member_counts
@@ -104,6 +105,7 @@ def nle(
         >>> post.sample(jax.random.key(2), data.x[:3], 100).shape   # NUTS, 3 x 4 chains
         (3, 100, 2)
     """
+    key = check_key(key)
     prior = validate_prior(prior)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"Expected weighting in {WEIGHTINGS}; got {weighting!r}")

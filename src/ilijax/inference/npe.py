@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ilijax import data as _data
+from ilijax._checks import check_key
 from ilijax.estimators._base import Estimator
 from ilijax.estimators._support import on_support
 from ilijax.estimators.embedded import embedding_parts
@@ -105,6 +106,7 @@ def npe(
         >>> post.sample(jax.random.key(2), data.x[:3], 100).shape
         (3, 100, 10)
     """
+    key = check_key(key)
     prior = validate_prior(prior)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"Expected weighting in {WEIGHTINGS}; got {weighting!r}")

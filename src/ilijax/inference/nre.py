@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ilijax import data as _data
+from ilijax._checks import check_int, check_key
 from ilijax.estimators.classifier import Classifier
 from ilijax.inference._ensemble import WEIGHTINGS, ensemble_weights
 from ilijax.inference._members import member_counts, train_groups
@@ -56,10 +57,7 @@ VARIANTS = ("a", "b", "c", "bnre")
 LossFn = Callable[[Any, Any, jax.Array], jax.Array]
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"Expected {name} to be an int >= {minimum}; got {value!r}")
-    return int(value)
+_check_int = check_int
 
 
 def _check_float(name: str, value: Any, *, positive: bool) -> float:
@@ -350,6 +348,7 @@ def nre(
         (NRE-B); Miller, Weniger and Forré, NeurIPS 2022 (NRE-C); Delaunoy et al., NeurIPS 2022
         (BNRE).
     """
+    key = check_key(key)
     prior = validate_prior(prior)
     if variant not in VARIANTS:
         raise ValueError(f"Expected variant in {VARIANTS}; got {variant!r}")

@@ -48,31 +48,18 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 
+from ilijax._checks import check_float, check_int
+
 Array = jax.Array
 
 __all__ = ["aies", "ess", "hmc", "mala", "nuts", "slice"]
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    # bools and floats are rejected: a float would be truncated silently
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"Expected {name} to be an int >= {low}; got {value!r}")
-    return int(value)
+_check_int = check_int
 
 
 def _check_float(name: str, value: Any, low: float, high: float | None = None) -> None:
-    """A finite real number in the open interval ``(low, high)``; else a ValueError naming it.
-    Traced values (e.g. an option ``vmap``-ed over) cannot be checked and pass."""
-    v = value
-    if isinstance(v, jax.Array | np.ndarray) and v.shape == ():
-        if isinstance(v, jax.core.Tracer):
-            return
-        v = v.item()
-    ok = not isinstance(v, bool) and isinstance(v, int | float | np.integer | np.floating) \
-        and math.isfinite(v) and v > low and (high is None or v < high)
-    if not ok:
-        want = f"> {low:g}" if high is None else f"in ({low:g}, {high:g})"
-        raise ValueError(f"Expected {name} to be a finite float {want}; got {value!r}")
+    check_float(name, value, low, high)
 
 
 def _check_moves(moves: Any) -> None:

@@ -100,6 +100,7 @@ import numpy as np
 import optax
 from blackjax.diagnostics import psis_weights
 
+from ilijax._checks import check_float, check_int
 from ilijax.nn.mlp import MLP
 
 Array = jax.Array
@@ -121,20 +122,11 @@ _MIN_PSIS_DRAWS = 25
 _RIDGE = 1e-3
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"Expected {name} to be an int >= {low}; got {value!r}")
+_check_int = check_int
 
 
 def _check_float(name: str, value: Any) -> None:
-    if isinstance(value, jax.Array) and value.shape == ():
-        try:
-            value = float(value)
-        except jax.errors.ConcretizationTypeError:
-            return  # traced (e.g. vmapped over learning rates): nothing to check statically
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating) \
-            or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"Expected {name} to be a finite float > 0; got {value!r}")
+    check_float(name, value, 0.0)
 
 
 def _masks(dim: int, transforms: int) -> np.ndarray:

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
+from ilijax._checks import check_key
+
 __all__ = ["ExactPosterior", "RestrictedToBox", "Task", "rejection_sample"]
 
 class Task(NamedTuple):
@@ -67,6 +69,7 @@ def rejection_sample(
     Returns:
         ``(num_samples, dim)`` float32 draws.
     """
+    key = check_key(key)
 
     def cond(state):
         _, _, count, i = state

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ilijax._checks import check_key
 from ilijax.tasks._base import Task
 
 __all__ = [
@@ -189,6 +190,7 @@ def mcmc_reference(
     Returns:
         ``(num_samples, theta_dim)`` float32 draws.
     """
+    key = check_key(key)
     from ilijax.priors import support_bijector
     from ilijax.samplers.mcmc import nuts
 

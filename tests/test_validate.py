@@ -171,7 +171,7 @@ def test_trained_posterior_end_to_end_without_recompiling(tmp_path):
         rep = ilijax.validate(jax.random.key(seed), post, theta, x, num_samples=64,
                               bootstrap=20, progress=False, out_dir=tmp_path / str(seed),
                               plots=False)
-        sizes.append((post._sample_jit._cache_size(), post._log_prob_jit._cache_size()))
+        sizes.append(ilijax.posterior.trace_counts())
         assert rep.metrics["coverage"]["method"] == "exact"
         assert np.isfinite(rep.metrics["log_prob"]["mean"])
         assert (tmp_path / str(seed) / "validation.nc").exists()

@@ -1,38 +1,30 @@
-"""Save and load trained posteriors: arrays plus a versioned JSON spec, no pickle.
+"""Save and load trained posteriors: one ``.npz`` of arrays plus a versioned JSON spec, no pickle.
 
-A saved posterior is one ``.npz`` file (loaded with ``allow_pickle=False``) holding
-
-- ``__spec__``: UTF-8 JSON with the format name and version, the ilijax version, the method, the
-  prior (``ilijax.priors.prior_to_spec``), each group's estimator spec and member count, the
-  mixture weights, dimensions (``theta_dim``, ``x_dim`` and ``x_shape``, the shape of one
-  observation; files written before ``x_shape`` existed hold vectors of ``x_dim``) and labels;
-- ``g{i}/{j}``: the j-th leaf (in ``jax.tree.flatten`` order) of group i's stacked params.
-
-Loading rebuilds every estimator from its spec, derives the params tree structure with
-``jax.eval_shape`` of its ``init``, checks every leaf's shape, and re-attaches the arrays. Nothing
-depends on Python object layout, so files survive library upgrades that keep the spec format.
+The arrays and the spec are described in :mod:`ilijax._format`; this module reads and writes
+the files (atomically) and names the file in every error.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import zipfile
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ilijax._files import atomic_write
-from ilijax._version import __version__
-from ilijax.estimators import build
-from ilijax.posterior import METHODS, Group, Posterior, member_bundle
-from ilijax.priors import prior_from_spec, prior_to_spec, support_bijector
+from ilijax._format import (
+    FORMAT,
+    FORMAT_VERSION,
+    NotAPosteriorError,
+    _not_ours,
+    posterior_from_arrays,
+    posterior_to_arrays,
+)
+from ilijax.posterior import Posterior
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "load", "save"]
-
-FORMAT = "ilijax.posterior"
-FORMAT_VERSION = 1
+__all__ = ["FORMAT", "FORMAT_VERSION", "NotAPosteriorError", "load", "posterior_from_arrays",
+           "posterior_to_arrays", "save"]
 
 
 def save(posterior: Posterior, path: str | os.PathLike) -> Path:
@@ -41,40 +33,18 @@ def save(posterior: Posterior, path: str | os.PathLike) -> Path:
     Args:
         posterior: A :class:`~ilijax.posterior.Posterior` whose groups have estimator specs
             (every factory in ``ilijax.estimators`` sets one).
-        path: Target file; ``.npz`` is appended if missing. Parent folders are created.
+        path: Target file; ``.npz`` is appended if missing (``load`` takes the same path,
+            with or without it). Parent folders are created.
 
     Returns:
         The path written.
     """
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")
-    groups, arrays = [], {}
-    for i, g in enumerate(posterior.groups):
-        if g.spec is None:
-            raise ValueError(
-                f"Expected every group to have an estimator spec; group {i} has none (built by "
-                f"hand?). Use a factory from ilijax.estimators"
-            )
-        leaves = jax.tree.leaves(g.params)
-        for j, leaf in enumerate(leaves):
-            arrays[f"g{i}/{j}"] = np.asarray(leaf)
-        groups.append({"estimator": g.spec, "members": int(leaves[0].shape[0]),
-                       "num_leaves": len(leaves)})
-    spec = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "ilijax_version": __version__,
-        "method": posterior.method,
-        "prior": prior_to_spec(posterior.prior),
-        "theta_dim": posterior.theta_dim,
-        "x_dim": posterior.x_dim,
-        "x_shape": list(posterior.x_shape),
-        "groups": groups,
-        "weights": posterior.weights.tolist(),
-        "labels": list(posterior.labels),
-    }
-    arrays["__spec__"] = np.frombuffer(json.dumps(spec).encode("utf-8"), dtype=np.uint8)
+    if not isinstance(posterior, Posterior):
+        raise TypeError(f"Expected posterior to be an ilijax Posterior; got "
+                        f"{type(posterior).__name__}")
+    path = _npz_path(path)
+    arrays = posterior_to_arrays(posterior)
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, **arrays)
@@ -82,60 +52,61 @@ def save(posterior: Posterior, path: str | os.PathLike) -> Path:
     return atomic_write(path, write)
 
 
+def _npz_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def _resolve(path: str | os.PathLike) -> Path:
+    """The file ``save(posterior, path)`` wrote: ``path`` itself if it exists, else with
+    ``.npz`` appended (as ``save`` does)."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    with_suffix = _npz_path(given)
+    if with_suffix.is_file():
+        return with_suffix
+    tried = f"{given}" + (f" or {with_suffix}" if with_suffix != given else "")
+    raise FileNotFoundError(f"Expected a posterior file written by ilijax.save; found no file "
+                            f"{tried}")
+
+
 def load(path: str | os.PathLike, *, prior=None) -> Posterior:
     """Reads a posterior written by :func:`save`.
 
     Args:
-        path: The ``.npz`` file.
+        path: The path given to :func:`save`, with or without its ``.npz``.
         prior: Use this prior instead of the stored one (needed only for priors that
             ``prior_to_spec`` cannot describe; it must have the same support).
 
     Returns:
         A :class:`~ilijax.posterior.Posterior` giving identical ``log_prob`` and, for the same
-        key, identical samples.
+        key, identical samples. Files of every earlier format version load (e.g. those written
+        before standardisation statistics were frozen: their statistics load as stored).
+
+    Raises:
+        FileNotFoundError: Neither ``path`` nor ``path + ".npz"`` exists.
+        ValueError: The file is not an ilijax posterior (another ``.npz``, a pickle, text),
+            is damaged, or comes from a newer format version; the message names the file.
     """
-    path = Path(path)
-    with np.load(path, allow_pickle=False) as f:
-        files = {k: f[k] for k in f.files}
-    if "__spec__" not in files:
-        raise ValueError(f"Expected an ilijax posterior file with a '__spec__' entry; got {path}")
-    spec = json.loads(files["__spec__"].tobytes().decode("utf-8"))
-    if spec.get("format") != FORMAT:
-        raise ValueError(f"Expected format {FORMAT!r}; got {spec.get('format')!r} in {path}")
-    if spec.get("version", 0) > FORMAT_VERSION:
-        raise ValueError(
-            f"Expected format version <= {FORMAT_VERSION}; got {spec['version']} (written by "
-            f"ilijax {spec.get('ilijax_version')}); upgrade ilijax"
-        )
-    if spec["method"] not in METHODS:
-        raise ValueError(f"Expected method in {METHODS}; got {spec['method']!r} in {path}")
-    prior = prior if prior is not None else prior_from_spec(spec["prior"])
-    bijector = support_bijector(prior)
-    theta0 = jnp.zeros(spec["theta_dim"], jnp.float32)
-    x_shape = tuple(spec.get("x_shape") or (spec["x_dim"],))
-    x0 = jnp.zeros(x_shape, jnp.float32)
-    groups = []
-    for i, g in enumerate(spec["groups"]):
-        core = build(g["estimator"])
-        est = member_bundle(spec["method"], core, prior)
-        shapes = jax.eval_shape(
-            jax.vmap(est.init, in_axes=(0, None, None)),
-            jax.random.split(jax.random.key(0), g["members"]), bijector(theta0), x0,
-        )
-        leaves, treedef = jax.tree.flatten(shapes)
-        if len(leaves) != g["num_leaves"]:
-            raise ValueError(
-                f"Expected {len(leaves)} arrays for group {i} ({g['estimator']['name']}); the file "
-                f"has {g['num_leaves']}. It was written by a different estimator version"
-            )
-        arrays = []
-        for j, shape in enumerate(leaves):
-            a = files[f"g{i}/{j}"]
-            if a.shape != shape.shape:
-                raise ValueError(
-                    f"Expected array g{i}/{j} of shape {shape.shape}; got {a.shape} in {path}"
-                )
-            arrays.append(jnp.asarray(a, dtype=shape.dtype))
-        groups.append(Group(est, jax.tree.unflatten(treedef, arrays), g["estimator"]))
-    return Posterior(groups, spec["weights"], prior, x_shape=x_shape, method=spec["method"],
-                     labels=spec["labels"])
+    path = _resolve(path)
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head.startswith(b"\x80"):
+        raise _not_ours(path, "it is a pickle (ilijax files never are; ltu-ili's .pkl "
+                              "posteriors cannot be read without torch)")
+    if not head.startswith(b"PK") and not head.startswith(b"\x93NUMPY"):
+        raise _not_ours(path, f"it is not an .npz archive (it starts with {head!r})")
+    try:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise _not_ours(path, "it holds a single array (.npy), not an archive")
+        with f:
+            files = {k: f[k] for k in f.files}
+    except NotAPosteriorError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        kind = ("it holds pickled objects (ilijax files never do)"
+                if "pickle" in str(e) else f"numpy cannot read it ({type(e).__name__}: {e})")
+        raise _not_ours(path, kind) from None
+    return posterior_from_arrays(files, prior=prior, source=path)

@@ -16,10 +16,13 @@ variance of mixture estimates.
 
 from __future__ import annotations
 
+import collections
+import json
 import math
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -30,11 +33,12 @@ import numpyro.distributions as dist
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ilijax import _devices
+from ilijax._checks import check_int, check_key, is_traced
 from ilijax.estimators._base import Estimator
 
 Array = jax.Array
 
-__all__ = ["METHODS", "Group", "Posterior", "SamplingInfo", "member_bundle"]
+__all__ = ["METHODS", "Group", "Posterior", "SamplingInfo", "member_bundle", "trace_counts"]
 
 #: Inference methods a Posterior can come from.
 METHODS = ("npe", "nle", "nre")
@@ -138,8 +142,124 @@ def _members(params) -> int:
 _LOG_PROB_CHUNK = 1 << 18
 
 
+def _spec_key(spec: Any) -> str:
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+def _prior_key(prior: dist.Distribution) -> Any:
+    """What identifies a prior in the compile cache: its JSON spec where it has one (two equal
+    priors built separately share programs), else the object itself."""
+    from ilijax.priors import prior_to_spec
+
+    try:
+        return ("spec", _spec_key(prior_to_spec(prior)))
+    except (ValueError, TypeError):
+        return ("object", prior)
+
+
+@dataclass(frozen=True, eq=False)
+class _Static:
+    """The static (hashable) part of a :class:`Posterior`: its pytree aux data.
+
+    Equality and hash go by ``key``: the method, the shapes, the labels, the prior's spec and
+    each group's estimator spec (a hand-made bundle without a spec counts by identity). So two
+    posteriors that differ only in their arrays (members trained again, a reloaded file, the
+    next sequential round) have equal aux data and share every compiled program; the
+    functions held here are then interchangeable, as bundles built from one spec are.
+    """
+
+    method: str
+    theta_dim: int
+    x_shape: tuple[int, ...]
+    labels: tuple[str, ...]
+    prior: dist.Distribution
+    bundles: tuple[Estimator, ...]
+    specs: tuple[dict | None, ...]
+    key: tuple
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and self.key == other.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+
+def _make_static(method, theta_dim, x_shape, labels, prior, bundles, specs) -> _Static:
+    groups = tuple(("spec", _spec_key(sp)) if sp is not None else ("bundle", b)
+                   for b, sp in zip(bundles, specs, strict=True))
+    key = (method, theta_dim, x_shape, labels, _prior_key(prior), groups)
+    return _Static(method, theta_dim, x_shape, labels, prior, tuple(bundles), tuple(specs), key)
+
+
+#: How often each compiled program of every Posterior was traced (see :func:`trace_counts`).
+_TRACES: collections.Counter = collections.Counter()
+
+
+def trace_counts() -> dict[str, int]:
+    """How many times the compiled programs shared by all posteriors have been traced, by name
+    (``"log_prob"``, ``"direct"``, ``"mcmc"``).
+
+    A new trace means a compilation. Posteriors of the same structure (same method, shapes,
+    labels, prior and estimator specs, same member counts) share the programs, so e.g. every
+    round of a sequential run, or a posterior reloaded from a file, samples without tracing
+    again. Useful to check a workflow for recompilation::
+
+        before = ilijax.posterior.trace_counts()
+        post2.sample(key, x, 1000)
+        assert ilijax.posterior.trace_counts() == before
+    """
+    return dict(_TRACES)
+
+
+@jax.jit
+def _log_prob_program(post: Posterior, theta: Array, x: Array) -> Array:
+    _TRACES["log_prob"] += 1  # runs only while tracing
+    return post._log_prob_grid(theta, x)
+
+
+@partial(jax.jit, static_argnames=("num_samples", "chunk", "caps"))
+def _direct_program(post: Posterior, keys: Array, x: Array, num_samples: int, chunk: int,
+                    caps: tuple[int, ...] | None) -> Array:
+    _TRACES["direct"] += 1
+    return post._sample_batch(keys, x, num_samples, chunk, caps)
+
+
+@partial(jax.jit, static_argnames=("method", "num_samples", "num_chains", "init",
+                                   "num_candidates", "options", "chunk_size"))
+def _mcmc_program(post: Posterior, keys: Array, x: Array, *, method: str, num_samples: int,
+                  num_chains: int, init: str, num_candidates: int, options: tuple,
+                  chunk_size: int | None):
+    from ilijax import samplers
+
+    _TRACES["mcmc"] += 1
+    run = partial(samplers.get(method), **dict(options))
+    return post._mcmc_batch(run, num_samples, num_chains, init, num_candidates, chunk_size,
+                            keys, x)
+
+
+def _first_bad(mask: np.ndarray, most: int = 10) -> str:
+    idx = np.flatnonzero(mask)
+    more = f" and {idx.size - most} more" if idx.size > most else ""
+    return ", ".join(str(i) for i in idx[:most]) + more
+
+
+@jax.tree_util.register_pytree_node_class
 class Posterior:
     """An ensemble posterior ``q(theta | x)``: exact log-density and batched sampling.
+
+    A registered JAX pytree: the members' params (one stacked tree per group) and the mixture
+    weights are its leaves; the estimator bundles, their specs, the prior, the method, the
+    labels and the shapes are static aux data. So a posterior is an ordinary argument of
+    ``jax.jit``, ``jax.grad`` and ``jax.vmap``, can be ``jax.device_put`` (or sharded) and
+    ``jax.tree.map``-ed, and the compiled programs behind ``log_prob`` and ``sample`` take it
+    as an argument: every posterior of the same structure (method, shapes, labels, prior and
+    estimator specs, member counts) reuses them (:func:`trace_counts`)::
+
+        @jax.jit
+        def score(post, theta, x):
+            return jax.grad(lambda t: post.log_prob(t, x))(theta)
+
+        score(posterior, theta, x_obs)       # traced once, for every posterior of this shape
 
     Args:
         groups: The trained groups (see :class:`Group`).
@@ -155,6 +275,12 @@ class Posterior:
         labels: Optional parameter names, used by plots.
 
     Attributes:
+        groups: The :class:`Group` s (bundle, stacked params, spec).
+        weights: ``(num_members,)`` mixture weights (a leaf).
+        prior: The prior.
+        method: ``"npe"``, ``"nle"`` or ``"nre"``.
+        labels: Parameter names.
+        theta_dim: Number of parameters.
         x_shape: Shape of one observation.
         x_dim: Number of values in one observation (``prod(x_shape)``; the length of a vector
             observation).
@@ -174,48 +300,107 @@ class Posterior:
         method: str = "npe",
         labels: Sequence[str] | None = None,
     ):
+        from ilijax.priors import validate_prior
+
+        groups = tuple(groups)
+        if not groups or not all(isinstance(g, Group) for g in groups):
+            raise ValueError(f"Expected a non-empty sequence of Group; got {groups!r}")
         # Members trained sharded over several devices are gathered onto the default device, so
         # that the same posterior evaluates identically however it was trained or loaded.
         device = jax.devices()[0]
-        self.groups = tuple(g._replace(params=jax.device_put(g.params, device)) for g in groups)
+        params = tuple(jax.device_put(g.params, device) for g in groups)
         w = np.asarray(weights, dtype=np.float64)
-        sizes = [_members(g.params) for g in self.groups]
+        sizes = [_members(p) for p in params]
         if w.shape != (sum(sizes),) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
             raise ValueError(
                 f"Expected {sum(sizes)} finite non-negative weights (one per member); got {w}"
             )
-        self.weights = w / w.sum()
-        self._sizes = sizes
-        self.prior = prior
-        self.theta_dim = int(prior.event_shape[0])
+        prior = validate_prior(prior)
+        theta_dim = int(prior.event_shape[0])
         if x_shape is None:
             if x_dim is None:
                 raise ValueError("Expected x_dim or x_shape (the shape of one observation)")
             x_shape = (int(x_dim),)
-        self.x_shape = tuple(int(s) for s in x_shape)
-        if not self.x_shape or any(s < 1 for s in self.x_shape):
+        shape = tuple(int(s) for s in x_shape)
+        if not shape or any(s < 1 for s in shape):
             raise ValueError(f"Expected x_shape of positive sizes; got {x_shape}")
-        self.x_dim = int(np.prod(self.x_shape))
-        if x_dim is not None and int(x_dim) != self.x_dim:
+        if x_dim is not None and int(x_dim) != int(np.prod(shape)):
             raise ValueError(
-                f"Expected x_dim = prod(x_shape) = {self.x_dim}; got x_dim={x_dim} with "
-                f"x_shape={self.x_shape}"
+                f"Expected x_dim = prod(x_shape) = {int(np.prod(shape))}; got x_dim={x_dim} with "
+                f"x_shape={shape}"
             )
         if method not in METHODS:
             raise ValueError(f"Expected method in {METHODS}; got {method!r}")
-        self.method = method
+        labels = tuple(str(v) for v in labels) if labels is not None else tuple(
+            f"theta_{i}" for i in range(theta_dim))
+        if len(labels) != theta_dim:
+            raise ValueError(f"Expected {theta_dim} labels (one per parameter); got {len(labels)}")
+        self._static = _make_static(method, theta_dim, shape, labels, prior,
+                                    [g.estimator for g in groups], [g.spec for g in groups])
+        self._group_params = params
+        self.weights = w / w.sum()
+
+    # ----------------------------------------------------------------------- pytree
+
+    def tree_flatten(self):
+        return (self._group_params, self.weights), self._static
+
+    @classmethod
+    def tree_unflatten(cls, static: _Static, children) -> Posterior:
+        # No checks and no work: this runs inside traces and on every jit call.
+        obj = object.__new__(cls)
+        obj._static = static
+        obj._group_params, obj.weights = tuple(children[0]), children[1]
+        return obj
+
+    # ----------------------------------------------------------------------- properties
+
+    @property
+    def groups(self) -> tuple[Group, ...]:
+        """The groups: each bundle with its stacked params and spec."""
+        s = self._static
+        return tuple(Group(b, p, sp) for b, p, sp in zip(s.bundles, self._group_params, s.specs,
+                                                         strict=True))
+
+    @property
+    def prior(self) -> dist.Distribution:
+        return self._static.prior
+
+    @property
+    def method(self) -> str:
+        return self._static.method
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self._static.labels
+
+    @property
+    def theta_dim(self) -> int:
+        return self._static.theta_dim
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        return self._static.x_shape
+
+    @property
+    def x_dim(self) -> int:
+        return int(np.prod(self._static.x_shape))
+
+    @property
+    def normalized(self) -> bool:
         # NPE: a normalised density. NLE/NRE: likelihood (ratio) x prior, known up to a
         # constant per observation.
-        self.normalized = method == "npe"
+        return self._static.method == "npe"
+
+    @property
+    def _sizes(self) -> list[int]:
+        return [_members(p) for p in self._group_params]
+
+    @property
+    def _bijector(self):
         from ilijax.priors import support_bijector
 
-        self._bijector = support_bijector(prior)
-        self.labels = tuple(labels) if labels is not None else tuple(
-            f"theta_{i}" for i in range(self.theta_dim)
-        )
-        self._log_prob_jit = jax.jit(self._log_prob_grid)
-        self._sample_jit = jax.jit(self._sample_batch, static_argnums=(3, 4))
-        self._mcmc_cache: dict = {}
+        return support_bijector(self._static.prior)
 
     @property
     def num_members(self) -> int:
@@ -225,8 +410,9 @@ class Posterior:
     def member(self, k: int) -> Posterior:
         """Member ``k`` alone (members numbered over the groups in order) as a one-member
         posterior, e.g. to validate each member of an ensemble separately."""
-        if not 0 <= int(k) < self.num_members:
-            raise ValueError(f"Expected 0 <= k < {self.num_members} (members); got {k}")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or not (
+                0 <= int(k) < self.num_members):
+            raise ValueError(f"Expected 0 <= k < {self.num_members} (members); got {k!r}")
         starts = np.cumsum([0, *self._sizes])
         g = int(np.searchsorted(starts, int(k), side="right") - 1)
         local = int(k) - int(starts[g])
@@ -239,31 +425,37 @@ class Posterior:
 
     def member_log_prob(self, theta: Array, x: Array) -> Array:
         """``log q_k(theta | x)`` of every member for one pair: shape ``(num_members,)``."""
-        return self._member_log_prob(self._params(), theta, x)
+        return self._member_log_prob(theta, x)
 
-    def _params(self):
-        return tuple(g.params for g in self.groups)
-
-    def _member_log_prob(self, params, theta, x):
+    def _member_log_prob(self, theta, x):
         out = []
-        for g, p in zip(self.groups, params, strict=True):
-            out.append(jax.vmap(g.estimator.log_prob, in_axes=(0, None, None))(p, theta, x))
+        for g, p in zip(self._static.bundles, self._group_params, strict=True):
+            out.append(jax.vmap(g.log_prob, in_axes=(0, None, None))(p, theta, x))
         return jnp.concatenate(out)
 
-    def _mixture(self, params, theta, x):
-        lps = self._member_log_prob(params, theta, x)
-        logw = jnp.log(jnp.asarray(self.weights, jnp.float32))
-        return jax.nn.logsumexp(jnp.where(self.weights > 0, logw + lps, -jnp.inf))
+    def _log_weights(self):
+        w = jnp.asarray(self.weights, jnp.float32)
+        w = w / jnp.sum(w)
+        return jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
 
-    def _log_prob_pair(self, params, theta, x):
-        lp = self._mixture(params, theta, x)
-        if self.method == "npe":
-            return lp
-        inside = self._bijector.codomain(theta)
-        lp = lp + self.prior.log_prob(theta)
-        return jnp.where(inside & ~jnp.isnan(lp), lp, -jnp.inf)
+    def _mixture(self, theta, x):
+        lps = self._member_log_prob(theta, x)
+        logw = self._log_weights()
+        return jax.nn.logsumexp(jnp.where(jnp.isfinite(logw), logw + lps, -jnp.inf))
 
-    def _log_prob_grid(self, params, theta, x):
+    def _log_prob_pair(self, theta, x):
+        lp = self._mixture(theta, x)
+        if self.method != "npe":
+            inside = self._bijector.codomain(theta)
+            lp = lp + self.prior.log_prob(theta)
+            lp = jnp.where(inside & ~jnp.isnan(lp), lp, -jnp.inf)
+        # NaN in, NaN out, for every method (inside a user's jit nothing can raise; outside,
+        # log_prob raises before this is reached). A non-finite observation is no observation;
+        # an infinite theta is a point outside the support (-inf) where the support is bounded.
+        bad = jnp.any(jnp.isnan(theta)) | jnp.any(~jnp.isfinite(x))
+        return jnp.where(bad, jnp.nan, lp)
+
+    def _log_prob_grid(self, theta, x):
         """``(b, n)`` log-densities of ``theta (b, n, d)``, row ``i`` given ``x[i]``.
 
         Draws of one observation are vmapped with that observation held fixed, so whatever
@@ -277,7 +469,7 @@ class Posterior:
 
         def per_obs(args):
             t, xo = args
-            one = lambda th: self._log_prob_pair(params, th, xo)  # noqa: E731
+            one = lambda th: self._log_prob_pair(th, xo)  # noqa: E731
             if n <= chunk:
                 return jax.vmap(one)(t)
             return jax.lax.map(one, t, batch_size=chunk)
@@ -290,16 +482,50 @@ class Posterior:
         one = (f"({self.x_shape[0]},)" if len(self.x_shape) == 1 else str(self.x_shape))
         return one, "(batch, " + ", ".join(str(s) for s in self.x_shape) + ")"
 
-    def _check_x(self, x) -> Array:
-        x = jnp.asarray(x, jnp.float32)
+    def _check_x(self, x, name: str = "x") -> Array:
+        """``x`` as float32 after its shape check; eager calls also reject NaN/inf, naming the
+        observations (inside a trace the values are unknown and pass)."""
+        try:
+            x = jnp.asarray(x, jnp.float32)
+        except TypeError as e:
+            raise TypeError(f"Expected {name} to be a numeric array; got "
+                            f"{type(x).__name__}") from e
         r = len(self.x_shape)
         if x.ndim not in (r, r + 1) or x.shape[x.ndim - r:] != self.x_shape:
             one, batch = self._shape_text()
-            raise ValueError(f"Expected x of shape {one} or {batch}; got {x.shape}")
+            raise ValueError(f"Expected {name} of shape {one} or {batch}; got {x.shape}")
+        if not is_traced(x):
+            finite = np.isfinite(np.asarray(x)).reshape(-1, self.x_dim).all(axis=1)
+            if not finite.all():
+                if x.ndim == r:
+                    raise ValueError(f"Expected finite values in {name}; got NaN or inf in "
+                                     f"{int((~np.isfinite(np.asarray(x))).sum())} of its "
+                                     f"{self.x_dim} values")
+                raise ValueError(
+                    f"Expected finite values in {name}; got NaN or inf in "
+                    f"{int((~finite).sum())} of {finite.size} observations (indices "
+                    f"{_first_bad(~finite)})"
+                )
         return x
 
     def _is_single(self, x: Array) -> bool:
         return x.ndim == len(self.x_shape)
+
+    def _home(self):
+        """The one device holding the params, or None (sharded, or traced)."""
+        leaves = jax.tree.leaves(self._group_params)
+        leaf = leaves[0] if leaves else None
+        if not isinstance(leaf, jax.Array) or is_traced(leaf):
+            return None
+        devices = leaf.sharding.device_set
+        return next(iter(devices)) if len(devices) == 1 else None
+
+    def _place(self, *arrays):
+        """Inputs onto the params' device (they may come sharded or committed elsewhere)."""
+        home = self._home()
+        if home is None or is_traced(arrays):
+            return arrays
+        return tuple(jax.device_put(a, home) for a in arrays)
 
     def log_prob(self, theta: Array, x: Array) -> Array:
         """The mixture log-density ``log q(theta | x)`` in theta-space.
@@ -314,12 +540,29 @@ class Posterior:
         gives ``(...)``; ``theta (b, d)`` with ``x (b, *x_shape)`` pairs them row by row
         (``(b,)``); ``theta (b, n, d)`` with ``x (b, *x_shape)`` gives ``(b, n)``. Points
         outside the prior support get ``-inf``.
+
+        Differentiable in ``theta``, ``x`` and the params (``jax.grad``), and usable inside
+        ``jax.jit`` with the posterior as an argument. Called eagerly, a NaN in ``theta`` or a
+        NaN/inf in ``x`` raises ``ValueError`` naming where; inside a trace (``jit``, ``grad``,
+        ``vmap``) values are unknown, nothing raises, and a NaN in ``theta`` or a NaN/inf in
+        ``x`` gives a NaN log-density (for every method).
         """
-        theta = jnp.asarray(theta, jnp.float32)
+        try:
+            theta = jnp.asarray(theta, jnp.float32)
+        except TypeError as e:
+            raise TypeError(f"Expected theta to be a numeric array; got "
+                            f"{type(theta).__name__}") from e
         x = self._check_x(x)
         d = self.theta_dim
         if theta.shape[-1:] != (d,):
             raise ValueError(f"Expected theta with last axis {d}; got shape {theta.shape}")
+        if not is_traced(theta):
+            nan = np.isnan(np.asarray(theta)).reshape(-1, d).any(axis=1)
+            if nan.any():
+                raise ValueError(
+                    f"Expected theta without NaN; got NaN in {int(nan.sum())} of {nan.size} "
+                    f"parameter vectors (flat indices {_first_bad(nan)})"
+                )
         if self._is_single(x):
             out_shape = theta.shape[:-1]
             th, xb = theta.reshape(1, -1, d), x[None]
@@ -334,33 +577,52 @@ class Posterior:
             th = jnp.broadcast_to(th, (b,) + th.shape[1:])
             out_shape = (b,) if theta.ndim == 2 else th.shape[:2]
             xb = x
-        device = jax.devices()[0]  # where the params live (inputs may come sharded)
-        th, xb = jax.device_put(th, device), jax.device_put(xb, device)
-        return self._log_prob_jit(self._params(), th, xb).reshape(out_shape)
+        th, xb = self._place(th, xb)
+        return _log_prob_program(self, th, xb).reshape(out_shape)
 
     # ----------------------------------------------------------------------- sampling
 
-    def _caps(self, num_samples: int) -> list[int]:
-        # Systematic resampling gives member k at most floor(n w_k) + 1 draws; one more for the
-        # float32 rounding of the cumulative weights. Never more than n.
-        return [min(num_samples, int(math.floor(num_samples * w)) + 2) for w in self.weights]
+    def _caps(self, num_samples: int) -> tuple[int, ...] | None:
+        """Draws computed per member of each group (static), from concrete weights.
 
-    def _sample_one(self, params, key, x, num_samples):
+        Systematic resampling gives member ``k`` at most ``floor(n w_k) + 1`` draws; one more
+        for the float32 rounding of the cumulative weights, never more than ``n``. A group's
+        members share the largest cap (they are vmapped). The cap is rounded up to a multiple of
+        ``ceil(n / 32)``, so that posteriors whose weights differ a little (another training)
+        share one compiled sampler, at most about 3% more draws per member. ``None`` when the
+        weights are traced: then every member draws ``n`` (correct, ``num_members`` times the
+        work).
+        """
+        if is_traced(self.weights):
+            return None
         n = num_samples
-        caps = self._caps(n)
+        w = np.asarray(self.weights, np.float64)
+        w = w / w.sum()
+        q = max(1, -(-n // 32))
+        caps, start = [], 0
+        for size in self._sizes:
+            need = int(math.floor(n * float(np.max(w[start:start + size])))) + 2
+            caps.append(min(n, -(-need // q) * q))
+            start += size
+        return tuple(caps)
+
+    def _sample_one(self, key, x, num_samples, caps):
+        n = num_samples
+        caps = caps if caps is not None else (n,) * len(self._group_params)
         k_offset, k_members, k_perm = jax.random.split(key, 3)
         u = jax.random.uniform(k_offset)
-        cum = np.concatenate([[0.0], np.cumsum(self.weights)])
-        cum[-1] = 1.0
-        edges = jnp.floor(jnp.asarray(cum * n, jnp.float32) + u)
+        w = jnp.asarray(self.weights, jnp.float32)
+        cum = jnp.concatenate([jnp.zeros(1), jnp.cumsum(w / jnp.sum(w))])
+        cum = cum.at[-1].set(1.0)
+        edges = jnp.floor(cum * n + u)
         counts = (edges[1:] - edges[:-1]).astype(jnp.int32)
         draws, keep = [], []
         start = 0
-        member_keys = jax.random.split(k_members, len(self.groups))
-        for g, p, size, gkey in zip(self.groups, params, self._sizes, member_keys, strict=True):
-            cap = max(caps[start:start + size])
+        member_keys = jax.random.split(k_members, len(self._group_params))
+        for g, p, size, cap, gkey in zip(self._static.bundles, self._group_params, self._sizes,
+                                         caps, member_keys, strict=True):
             keys = jax.random.split(gkey, size * cap).reshape(size, cap)
-            one = jax.vmap(g.estimator.sample, in_axes=(None, 0, None))
+            one = jax.vmap(g.sample, in_axes=(None, 0, None))
             d = jax.vmap(one, in_axes=(0, 0, None))(p, keys, x)  # (size, cap, dim)
             draws.append(d.reshape(size * cap, self.theta_dim))
             keep.append((jnp.arange(cap)[None, :] < counts[start:start + size, None]).ravel())
@@ -368,10 +630,11 @@ class Posterior:
         draws = jnp.concatenate(draws)
         keep = jnp.concatenate(keep)
         order = jnp.argsort(~keep, stable=True)[:n]
-        return jax.random.permutation(k_perm, draws[order])
+        out = jax.random.permutation(k_perm, draws[order])
+        return jnp.where(jnp.any(~jnp.isfinite(x)), jnp.nan, out)
 
-    def _sample_batch(self, params, keys, x, num_samples, chunk):
-        fn = lambda args: self._sample_one(params, args[0], args[1], num_samples)  # noqa: E731
+    def _sample_batch(self, keys, x, num_samples, chunk, caps):
+        fn = lambda args: self._sample_one(args[0], args[1], num_samples, caps)  # noqa: E731
         if chunk is None or chunk >= x.shape[0]:
             return jax.vmap(fn)((keys, x))
         return jax.lax.map(fn, (keys, x), batch_size=chunk)
@@ -393,11 +656,14 @@ class Posterior:
         """Draws from the posterior for one observation or a whole batch in one call.
 
         Args:
-            key: PRNG key. For a batch, observation ``i`` uses ``jax.random.split(key, b)[i]``,
-                so ``sample(key, x)[i] == sample(split(key, b)[i], x[i])`` for every method.
+            key: PRNG key (``jax.random.key(seed)``). For a batch, observation ``i`` uses
+                ``jax.random.split(key, b)[i]``, so ``sample(key, x)[i] ==
+                sample(split(key, b)[i], x[i])`` for every method.
             x: One observation ``x_shape`` (``(x_dim,)`` for vectors) or a batch
-                ``(b, *x_shape)``.
-            num_samples: Draws per observation.
+                ``(b, *x_shape)``. Called eagerly, NaN/inf in ``x`` raises ``ValueError``
+                naming the observations; inside a user's ``jit`` nothing can raise and the
+                draws of such an observation are NaN.
+            num_samples: Draws per observation (an int >= 1).
             method: ``"direct"`` (NPE's own sampler, its default), ``"nuts"`` (the default for
                 NLE/NRE), ``"hmc"``, ``"mala"``, ``"slice"``, ``"aies"``, ``"ess"`` or ``"vi"``
                 (see :mod:`ilijax.samplers`). Every method but ``direct`` works on
@@ -408,7 +674,7 @@ class Posterior:
                 forms chunks when a call would exceed about 2^21 draws). When several devices
                 are present, the observations are split over them (same draws as on one).
             return_info: Also return a :class:`SamplingInfo` (R-hat, ESS, sampler statistics
-                and an arviz DataTree).
+                and an arviz DataTree); computed on the host, so not inside a ``jit``.
             num_chains: Chains per observation (MCMC); default 4, or ``max(4 dim, 16)``
                 walkers for ``aies``/``ess``. Each chain keeps ``ceil(num_samples /
                 num_chains)`` draws after warm-up and thinning, and the first ``num_samples``
@@ -427,12 +693,17 @@ class Posterior:
             ``(num_samples, theta_dim)`` for one observation, ``(b, num_samples, theta_dim)``
             for a batch; with ``return_info`` a pair ``(draws, SamplingInfo)``. MCMC methods
             warn (naming them) about observations whose R-hat exceeds 1.01.
+
+        The compiled programs take the posterior as an argument: a second posterior of the
+        same structure samples without compiling again (:func:`trace_counts`). Inside a
+        user's ``jit`` (the posterior traced) ``direct`` sampling draws ``num_samples`` from
+        every member, as the mixture weights are not known when compiling, and the
+        observations are not split over devices (the user's sharding decides).
         """
         from ilijax import samplers
 
-        num_samples = int(num_samples)
-        if num_samples < 1:
-            raise ValueError(f"Expected num_samples >= 1; got {num_samples}")
+        key = check_key(key)
+        num_samples = check_int("num_samples", num_samples, 1)
         method = method or ("direct" if self.method == "npe" else "nuts")
         if method not in samplers.METHODS:
             raise ValueError(f"Expected method in {samplers.METHODS}; got {method!r}")
@@ -446,7 +717,18 @@ class Posterior:
                 f"Expected no sampler options for method='direct'; got "
                 f"{sorted([*options, *(['num_chains'] if num_chains is not None else [])])}"
             )
+        if chunk_size is not None:
+            chunk_size = check_int("chunk_size", chunk_size, 1)
+        if not isinstance(return_info, bool):
+            raise ValueError(f"Expected return_info to be a bool; got {return_info!r}")
         x = self._check_x(x)
+        traced = is_traced(self, x, key)
+        if return_info and traced:
+            raise ValueError(
+                "Expected return_info=False inside a jit/grad/vmap trace (R-hat, ESS and the "
+                "DataTree are computed on the host); got return_info=True. Call sample outside "
+                "the transformation for them"
+            )
         single = self._is_single(x)
         xb = x[None] if single else x
         keys = key[None] if single else jax.random.split(key, xb.shape[0])
@@ -462,22 +744,29 @@ class Posterior:
         if init not in ("sir", "prior"):
             raise ValueError(f"Expected init in ('sir', 'prior'); got {init!r}")
         chains = samplers.default_num_chains(method, self.theta_dim) if num_chains is None \
-            else num_chains
-        if isinstance(chains, bool) or not isinstance(chains, int | np.integer) or chains < 1:
-            raise ValueError(f"Expected num_chains to be a positive int; got {num_chains!r}")
-        if int(num_candidates) < int(chains):
+            else check_int("num_chains", num_chains, 1)
+        num_candidates = check_int("num_candidates", num_candidates, 1)
+        if num_candidates < chains:
             raise ValueError(
                 f"Expected num_candidates >= num_chains ({chains}); got {num_candidates}"
             )
-        cache_key = (method, num_samples, int(chains), init, int(num_candidates),
-                     tuple(sorted(options.items())), chunk_size)
-        fn = self._mcmc_cache.get(cache_key)
-        if fn is None:
-            run = partial(samplers.get(method), **options)
-            fn = jax.jit(partial(self._mcmc_batch, run, num_samples, int(chains), init,
-                                 int(num_candidates), chunk_size))
-            self._mcmc_cache[cache_key] = fn
+        items = tuple(sorted(options.items()))
+        for name, value in items:
+            try:
+                hash(value)
+            except TypeError:
+                raise ValueError(
+                    f"Expected sampler option {name} to be a number, string or tuple (it is a "
+                    f"compile-time constant); got {type(value).__name__}"
+                ) from None
+        fn = partial(_mcmc_program, method=method, num_samples=num_samples, num_chains=chains,
+                     init=init, num_candidates=num_candidates, options=items,
+                     chunk_size=chunk_size)
         theta, stats = self._run_over_devices(fn, keys, xb)
+        if traced:
+            b, c, per_chain, d = theta.shape
+            out = theta.reshape(b, c * per_chain, d)[:, :num_samples]
+            return out[0] if single else out
         theta = np.asarray(theta)  # (b, chains, per_chain, d)
         b, c, per_chain, d = theta.shape
         out = jnp.asarray(theta.reshape(b, c * per_chain, d)[:, :num_samples])
@@ -488,42 +777,54 @@ class Posterior:
         return (out, _squeeze_info(info, single)) if return_info else out
 
     def _sample_direct(self, keys, xb, num_samples, chunk_size):
+        caps = self._caps(num_samples)
         if chunk_size is None:
             chunk_size = max(1, (1 << 21) // (num_samples * max(1, self.num_members // 2)))
+        fn = partial(_direct_program, num_samples=num_samples, chunk=int(chunk_size), caps=caps)
         if chunk_size >= xb.shape[0]:
-            return self._run_over_devices(
-                lambda p, k, xx: self._sample_jit(p, k, xx, num_samples, int(chunk_size)),
-                keys, xb)
-        return self._sample_jit(self._params(), keys, xb, num_samples, int(chunk_size))
+            return self._run_over_devices(fn, keys, xb)
+        keys, xb = self._place(keys, xb)
+        return fn(self, keys, xb)
 
     def _run_over_devices(self, fn, keys, xb):
-        """``fn(params, keys, x)`` with the observations split over ``k`` devices (one CPU
+        """``fn(posterior, keys, x)`` with the observations split over ``k`` devices (one CPU
         device per core, or several accelerators), ``k`` chosen to minimise the observations
         per device and then the padding (5 observations on 4 devices: 3 devices, padded to 6);
-        results come back on the default device and equal a single-device run."""
+        results come back on the default device and equal a single-device run. Inside a trace,
+        or for a posterior the user placed on several devices, ``fn`` runs as it is."""
         b = xb.shape[0]
         k = _devices.split_count([b], jax.device_count())
-        if k < 2:
-            return fn(self._params(), keys, xb)
+        if k < 2 or is_traced(self, keys, xb) or self._home() is None:
+            keys, xb = self._place(keys, xb)
+            return fn(self, keys, xb)
         devices = jax.devices()[:k]
         pad = (-b) % k
         mesh = Mesh(np.asarray(devices), ("obs",))
         split = NamedSharding(mesh, PartitionSpec("obs"))
         keys = jax.device_put(jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, 0)]), split)
         xb = jax.device_put(jnp.concatenate([xb, jnp.repeat(xb[-1:], pad, 0)]), split)
-        out = fn(self._replicated_params(mesh), keys, xb)
+        out = fn(self._replicated(mesh), keys, xb)
         return jax.tree.map(lambda a: jax.device_put(a, devices[0])[:b], out)
+
+    def _replicated(self, mesh) -> Posterior:
+        """This posterior replicated over ``mesh`` (cached on the object, not a leaf)."""
+        cached = self.__dict__.get("_replica")
+        if cached is None or cached[0] != mesh:
+            cached = (mesh, jax.device_put(self, NamedSharding(mesh, PartitionSpec())))
+            self.__dict__["_replica"] = cached
+        return cached[1]
 
     # ----------------------------------------------------------------------- MCMC / VI
 
-    def _logdensity_u(self, params, u, x):
+    def _logdensity_u(self, u, x):
         """Unnormalised log posterior of ``u`` in the unconstrained space: log density at
         ``theta = T(u)`` plus ``log |det J_T(u)|`` (the change of variables)."""
-        theta = self._bijector(u)
-        lp = self._log_prob_pair(params, theta, x) + self._bijector.log_abs_det_jacobian(u, theta)
+        bijector = self._bijector
+        theta = bijector(u)
+        lp = self._log_prob_pair(theta, x) + bijector.log_abs_det_jacobian(u, theta)
         return jnp.where(jnp.isnan(lp), -jnp.inf, lp)
 
-    def _initial_positions(self, params, key, x, num_chains, init, num_candidates):
+    def _initial_positions(self, key, x, num_chains, init, num_candidates):
         from ilijax.estimators._support import to_unconstrained
 
         k_prior, k_pick = jax.random.split(key)
@@ -532,7 +833,7 @@ class Posterior:
         if init == "prior":
             return u[:num_chains]
         # SIR: weights likelihood x prior / prior; for NPE q / prior.
-        logw = jax.vmap(self._mixture, in_axes=(None, 0, None))(params, theta, x)
+        logw = jax.vmap(self._mixture, in_axes=(0, None))(theta, x)
         if self.method == "npe":
             logw = logw - self.prior.log_prob(theta)
         logw = jnp.where(jnp.isfinite(logw), logw, -jnp.inf)
@@ -542,14 +843,15 @@ class Posterior:
         return u[idx]
 
     def _mcmc_batch(self, run, num_samples, num_chains, init, num_candidates, chunk_size,
-                    params, keys, xb):
+                    keys, xb):
         def one(args):
             key, x = args
             k_init, k_run = jax.random.split(key)
-            u0 = self._initial_positions(params, k_init, x, num_chains, init, num_candidates)
-            logdensity = lambda u: self._logdensity_u(params, u, x)  # noqa: E731
+            u0 = self._initial_positions(k_init, x, num_chains, init, num_candidates)
+            logdensity = lambda u: self._logdensity_u(u, x)  # noqa: E731
             u, stats = run(k_run, logdensity, u0, num_samples)
-            return self._bijector(u), stats
+            theta = self._bijector(u)
+            return jnp.where(jnp.any(~jnp.isfinite(x)), jnp.nan, theta), stats
 
         if chunk_size is None or chunk_size >= xb.shape[0]:
             return jax.vmap(one)((keys, xb))
@@ -599,12 +901,6 @@ class Posterior:
             rhat = ess = np.full((b, d), np.nan)
         return SamplingInfo(method, int(num_chains), rhat, ess, stats, idata, float(seconds))
 
-    def _replicated_params(self, mesh):
-        if getattr(self, "_replicated", None) is None or self._replicated[0] != mesh:
-            spec = NamedSharding(mesh, PartitionSpec())
-            self._replicated = (mesh, jax.device_put(self._params(), spec))
-        return self._replicated[1]
-
     def __repr__(self) -> str:
         names = [(g.spec or {}).get("name", "custom") for g in self.groups]
         shape = (f"x_dim={self.x_dim}" if len(self.x_shape) == 1
@@ -614,6 +910,8 @@ class Posterior:
             f"theta_dim={self.theta_dim}, {shape}, "
             f"weights={np.round(self.weights, 3).tolist()})"
         )
+
+
 
 
 def x_dims(rank: int) -> list[str]:

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import arviz as az
+import jax
 import numpy as np
 import pytest
 import yaml
@@ -186,6 +187,44 @@ def test_killed_run_resumes_from_checkpoint(tmp_path, monkeypatch):
     msgs = []
     assert _checkpoint.load(ckpt, "this-config", msgs.append) == (None, 0)
     assert "another config" in msgs[0]
+
+
+def test_killed_sequential_run_resumes_at_the_next_round(tmp_path, monkeypatch):
+    paths = _small_toy(tmp_path)
+    over = ["data.task.observation=true", "inference.method=snpe",
+            "inference.train.num_round=3", "inference.train.simulations_per_round=120",
+            "inference.train.max_epochs=3", "inference.nets.0.repeats=1"]
+    cfg = pipeline.load_config(paths, overrides=over)
+    seen = []
+    real = _checkpoint.writer
+
+    def killing_writer(path, h, to_arrays=None):
+        save = real(path, h, to_arrays)
+
+        def wrapped(state):
+            save(state)
+            seen.append(int(state.rounds_done))
+            if seen == [1, 2]:
+                raise KeyboardInterrupt  # killed right after round 2 was written
+        return wrapped
+
+    monkeypatch.setattr(_checkpoint, "writer", killing_writer)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg, log=None)
+    ckpt = Path(cfg.inference.out_dir) / "t_rounds.npz"
+    assert ckpt.exists()
+    result = pipeline.run(cfg, log=None)
+    assert seen == [1, 2, 3]  # only round 3 ran the second time
+    assert result.resumed_from_round == 2 and result.summary["resumed_from_round"] == 2
+    assert [r["round"] for r in result.summary["rounds"]] == [1, 2, 3]
+    assert not ckpt.exists()
+    # The same run uninterrupted, in a fresh folder, ends with the same posterior.
+    fresh = pipeline.load_config(paths, overrides=[*over,
+                                                   f"inference.out_dir={tmp_path / 'fresh'}"])
+    again = pipeline.run(fresh, log=None)
+    for a, b in zip(jax.tree.leaves(result.posterior), jax.tree.leaves(again.posterior),
+                    strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_sweep_over_two_learning_rates(tmp_path):

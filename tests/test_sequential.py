@@ -337,9 +337,64 @@ def test_bad_arguments_are_reported():
         (dict(x_obs=np.array([0.0, np.nan])), "finite x_obs"),
         (dict(x_obs=np.zeros(3)), r"x_obs of the simulator's output shape \(2,\); got \(3,\)"),
         (dict(validation_fraction=1.0), "validation_fraction"),
-        (dict(resume={}), "resume=None for sequential"),
+        (dict(resume={}), "Expected arrays from ilijax.inference.sequential.state_to_arrays"),
+        (dict(resume=3), "Expected resume to be a SequentialState"),
+        (dict(on_round=3), "on_round to be callable"),
         (dict(simulator=3), "simulator to be callable"),
     ]
     for kw, match in cases:
         with pytest.raises(ValueError, match=match):
             run(**kw)
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def _linear(key, theta):
+    return theta + 0.3 * jax.random.normal(key, theta.shape)
+
+
+def test_snpe_killed_after_round_two_resumes_and_matches_the_uninterrupted_run(tmp_path):
+    prior = normal([0.0, 0.0], [1.0, 1.0])
+    x_obs = jnp.array([0.4, -0.3])
+    opts = dict(method="npe", rounds=4, simulations_per_round=150, max_epochs=3,
+                estimator=maf(hidden=8, transforms=2), progress=False)
+    states = []
+    full, full_info = sequential(jax.random.key(5), _linear, prior, x_obs,
+                                 on_round=states.append, **opts)
+    assert [s.rounds_done for s in states] == [1, 2, 3, 4]
+
+    # A run killed while round 3 trains: on_round persisted round 2 (as the pipeline does).
+    class Killed(Exception):
+        pass
+
+    path = tmp_path / "rounds.npz"
+
+    def persist_then_die(state):
+        np.savez(path, **sequential_module.state_to_arrays(state))
+        if state.rounds_done == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        sequential(jax.random.key(5), _linear, prior, x_obs, on_round=persist_then_die, **opts)
+    with np.load(path) as f:
+        saved = dict(f)
+    rounds = []
+    resumed, info = sequential(jax.random.key(5), _linear, prior, x_obs, resume=saved,
+                               on_round=rounds.append, **opts)
+    assert [s.rounds_done for s in rounds] == [3, 4]
+    assert [i.round for i in info] == [1, 2, 3, 4]
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for r in range(4):
+        np.testing.assert_array_equal(rounds[-1].theta[r], states[-1].theta[r])
+        np.testing.assert_array_equal(info[r].fit_info.train_loss,
+                                      full_info[r].fit_info.train_loss)
+    key = jax.random.key(0)
+    np.testing.assert_array_equal(resumed.sample(key, x_obs, 20), full.sample(key, x_obs, 20))
+    # A state from another key, or for another method, is refused.
+    with pytest.raises(ValueError, match="same key"):
+        sequential(jax.random.key(6), _linear, prior, x_obs, resume=saved, **opts)
+    with pytest.raises(ValueError, match="method 'nle'"):
+        sequential(jax.random.key(5), _linear, prior, x_obs, resume=saved,
+                   **{**opts, "method": "nle", "estimator": None})

@@ -18,6 +18,7 @@ splits accumulate, so a row never moves from training into validation between ro
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ilijax import data as _data
+from ilijax._checks import check_float, check_int, check_key
 from ilijax.estimators._base import Estimator
 from ilijax.estimators._support import on_support
 from ilijax.inference._ensemble import ensemble_weights
@@ -37,7 +39,8 @@ from ilijax.priors import validate_prior
 from ilijax.simulate import run_simulator
 from ilijax.train import FitInfo, fit
 
-__all__ = ["METHODS", "RoundInfo", "apt_loss", "sequential"]
+__all__ = ["METHODS", "RoundInfo", "SequentialState", "apt_loss", "sequential",
+           "state_from_arrays", "state_to_arrays"]
 
 #: Methods :func:`sequential` runs.
 METHODS = ("npe", "nle", "nre")
@@ -68,6 +71,110 @@ class RoundInfo(NamedTuple):
     simulate_time: float
     train_time: float
     sample_time: float
+
+
+class SequentialState(NamedTuple):
+    """Everything :func:`sequential` needs to continue after a round, on the host.
+
+    Handed to ``on_round`` after every round; pass it (or its :func:`state_to_arrays` dict,
+    e.g. ``dict(np.load(path))``) back as ``sequential(..., resume=state)`` with the same key,
+    simulator, prior, ``x_obs`` and options, and the run continues at round
+    ``rounds_done + 1`` exactly as the uninterrupted run would (bit for bit on CPU): the
+    rounds' keys are ``fold_in(key, r)``, the simulations so far are restored, and the
+    proposal is the stored posterior.
+
+    Attributes:
+        method: ``"npe"``, ``"nle"`` or ``"nre"``.
+        rounds_done: Rounds completed.
+        theta: One ``(n_r, theta_dim)`` float32 array per round: its kept simulations.
+        x: One ``(n_r, *x_shape)`` float32 array per round.
+        posterior: The posterior after round ``rounds_done`` (SNPE's warm start and the next
+            proposal).
+        infos: One :class:`RoundInfo` per round done.
+        key: ``uint32`` key data of the run's key (checked on resume).
+        x_obs: The observation the rounds focus on.
+    """
+
+    method: str
+    rounds_done: int
+    theta: tuple[np.ndarray, ...]
+    x: tuple[np.ndarray, ...]
+    posterior: Posterior
+    infos: tuple[RoundInfo, ...]
+    key: np.ndarray
+    x_obs: np.ndarray
+
+
+_STATE_MARK = "__ilijax_sequential_state__"
+_STATE_VERSION = 1
+_FIT_ARRAYS = ("train_loss", "validation_loss", "best_validation_loss", "best_epoch", "epochs",
+               "diverged", "group")
+
+
+def state_to_arrays(state: SequentialState) -> dict[str, np.ndarray]:
+    """Flattens a :class:`SequentialState` to named numpy arrays for ``np.savez`` (no pickle).
+
+    The posterior is stored as :func:`ilijax.save` stores it (its arrays prefixed
+    ``posterior/``), so every group needs an estimator spec (any factory's bundle has one).
+    """
+    from ilijax._format import posterior_to_arrays
+
+    if not isinstance(state, SequentialState):
+        raise ValueError(f"Expected a SequentialState; got {type(state).__name__}")
+    out = {f"posterior/{k}": v for k, v in posterior_to_arrays(state.posterior).items()}
+    meta = {"version": _STATE_VERSION, "method": state.method,
+            "rounds_done": int(state.rounds_done), "infos": []}
+    for r, (t, xx, info) in enumerate(zip(state.theta, state.x, state.infos, strict=True)):
+        out[f"round{r}/theta"] = np.asarray(t, np.float32)
+        out[f"round{r}/x"] = np.asarray(xx, np.float32)
+        fi = info.fit_info
+        for name in _FIT_ARRAYS:
+            out[f"round{r}/fit/{name}"] = np.asarray(getattr(fi, name))
+        meta["infos"].append({
+            **{k: v for k, v in info._asdict().items() if k != "fit_info"},
+            "fit": {"compile_time": float(fi.compile_time), "train_time": float(fi.train_time),
+                    "epoch_traces": int(fi.epoch_traces), "sharded": list(fi.sharded),
+                    "start_epoch": int(fi.start_epoch)},
+        })
+    out["key"] = np.asarray(state.key, np.uint32)
+    out["x_obs"] = np.asarray(state.x_obs, np.float32)
+    out[_STATE_MARK] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    return out
+
+
+def state_from_arrays(arrays: Mapping[str, Any], *, prior=None) -> SequentialState:
+    """Inverse of :func:`state_to_arrays` (``arrays`` a dict or an open ``np.load``).
+
+    Args:
+        arrays: The arrays.
+        prior: The prior, for priors without a JSON description (as :func:`ilijax.load`).
+    """
+    from ilijax._format import posterior_from_arrays
+
+    if _STATE_MARK not in arrays:
+        raise ValueError(
+            f"Expected arrays from ilijax.inference.sequential.state_to_arrays (with a "
+            f"{_STATE_MARK!r} entry); got keys {sorted(arrays)[:5]}"
+        )
+    meta = json.loads(np.asarray(arrays[_STATE_MARK]).tobytes().decode("utf-8"))
+    if meta.get("version") != _STATE_VERSION:
+        raise ValueError(f"Expected sequential state version {_STATE_VERSION}; got "
+                         f"{meta.get('version')!r}")
+    post = posterior_from_arrays(
+        {k[len("posterior/"):]: arrays[k] for k in arrays if k.startswith("posterior/")},
+        prior=prior, source="the sequential state")
+    theta, x, infos = [], [], []
+    for r, m in enumerate(meta["infos"]):
+        theta.append(np.asarray(arrays[f"round{r}/theta"], np.float32))
+        x.append(np.asarray(arrays[f"round{r}/x"], np.float32))
+        fit_info = FitInfo(**{name: np.asarray(arrays[f"round{r}/fit/{name}"])
+                              for name in _FIT_ARRAYS},
+                           **{**m["fit"], "sharded": tuple(m["fit"]["sharded"])})
+        infos.append(RoundInfo(**{k: v for k, v in m.items() if k != "fit"},
+                               fit_info=fit_info))
+    return SequentialState(meta["method"], int(meta["rounds_done"]), tuple(theta), tuple(x),
+                           post, tuple(infos), np.asarray(arrays["key"], np.uint32),
+                           np.asarray(arrays["x_obs"], np.float32))
 
 
 def atom_indices(key: jax.Array, num_rows: int, num_atoms: int) -> jax.Array:
@@ -139,10 +246,7 @@ def apt_loss(estimator: Estimator, prior, num_atoms: int = 10):
     return loss
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"Expected {name} to be an int >= {low}; got {value!r}")
-    return int(value)
+_check_int = check_int
 
 
 def _budgets(simulations_per_round: Any, rounds: int) -> list[int]:
@@ -202,6 +306,8 @@ def sequential(
     nan_policy: str = "drop",
     progress: bool = True,
     labels: Sequence[str] | None = None,
+    on_round: Callable[[SequentialState], None] | None = None,
+    resume: SequentialState | Mapping[str, Any] | None = None,
     **fit_options,
 ) -> tuple[Posterior, list[RoundInfo]]:
     """Multi-round inference for one observation ``x_obs`` (SNPE-C/APT, SNLE or SNRE).
@@ -234,11 +340,20 @@ def sequential(
         nan_policy: ``"drop"`` or ``"raise"`` for simulations with NaN/inf.
         progress: Show progress bars (rounds, simulation, training) on stderr.
         labels: Parameter names for plots.
+        on_round: ``on_round(state)``, called on the host after every round with a
+            :class:`SequentialState` (the simulations so far, the posterior, the round infos):
+            the checkpoint of a multi-round run, as ``on_checkpoint`` is ``fit``'s. Persist it
+            without pickle with :func:`state_to_arrays` (the pipeline writes
+            ``{name}_rounds.npz``). An exception raised here stops the run and propagates.
+        resume: A :class:`SequentialState` from ``on_round``, or its :func:`state_to_arrays`
+            dict, to continue a killed run at the next round; call with the same key,
+            simulator, prior, ``x_obs``, method and options (method, key, ``x_obs`` and the
+            budgets of the rounds done are checked, ``ValueError`` on a mismatch).
         **fit_options: Passed to :func:`ilijax.fit` (``max_epochs``, ``batch_size``,
             ``learning_rate``, ``patience``, ...); ``validation_fraction`` (default 0.1) is the
             share of each round's simulations held out. ``checkpoint_every`` and
             ``on_checkpoint`` apply to every round's training (each round's states start again
-            at epoch 0); ``resume`` is not supported (a round cannot be resumed).
+            at epoch 0); a round itself resumes from its start.
 
     Returns:
         ``(posterior, rounds_info)``: the last round's :class:`~ilijax.posterior.Posterior` and
@@ -266,10 +381,13 @@ def sequential(
         Neural Likelihood", AISTATS 2019. Durkan, Murray and Papamakarios, "On Contrastive
         Learning for Likelihood-Free Inference", ICML 2020.
     """
+    key = check_key(key)
     prior = validate_prior(prior)
     if method not in METHODS:
         raise ValueError(f"Expected method in {METHODS}; got {method!r}")
     rounds = _check_int("rounds", rounds, 1)
+    if on_round is not None and not callable(on_round):
+        raise ValueError(f"Expected on_round to be callable; got {on_round!r}")
     budgets = _budgets(simulations_per_round, rounds)
     if isinstance(ensemble, int | np.integer) and not isinstance(ensemble, bool):
         ensemble = _check_int("ensemble", ensemble, 1)
@@ -295,13 +413,10 @@ def sequential(
         raise ValueError(f"Expected classifier=None for method={method!r} (it is used by 'nre')")
     x_obs = _check_x_obs(x_obs)
     validation_fraction = fit_options.pop("validation_fraction", 0.1)
-    if fit_options.get("resume") is not None:
-        raise ValueError(
-            "Expected resume=None for sequential (a single fit's state cannot resume a "
-            "multi-round run); got a resume state"
-        )
-    if not 0.0 < float(validation_fraction) < 1.0:
-        raise ValueError(f"Expected 0 < validation_fraction < 1; got {validation_fraction}")
+    check_float("validation_fraction", validation_fraction, low=0.0, high=1.0)
+    key_data = np.asarray(jax.random.key_data(key) if jnp.issubdtype(
+        key.dtype, jax.dtypes.prng_key) else key, np.uint32)
+    state = _check_resume(resume, method, key_data, x_obs, budgets, prior)
 
     if method == "npe":
         estimators = check_estimators(estimator, ensemble)
@@ -317,15 +432,25 @@ def sequential(
         trainer = _Retrain(method, prior, estimator, classifier, ensemble, num_atoms,
                            validation_fraction, labels, progress, fit_options)
 
+    posterior, infos, done = None, [], 0
+    history: list[_data.Dataset] = []
+    if state is not None:
+        done, posterior, infos = state.rounds_done, state.posterior, list(state.infos)
+        for r in range(done):
+            new = _data.Dataset(jnp.asarray(state.theta[r]), jnp.asarray(state.x[r]))
+            history.append(new)
+            trainer.restore(_round_keys(key, r)[2], new)
+        trainer.set_posterior(posterior)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ilijax._progress import progress_bar
 
-        bar = tqdm(total=rounds, desc="rounds", unit="round", leave=True)
-    posterior, infos = None, []
+        bar = progress_bar(total=rounds, desc="rounds", unit="round", initial=done, leave=True)
     x_obs_j = jnp.asarray(x_obs)
     for r, n in enumerate(budgets):
-        k_theta, k_sim, k_train = jax.random.split(jax.random.fold_in(key, r), 3)
+        if r < done:
+            continue
+        k_theta, k_sim, k_train = _round_keys(key, r)
         t0 = time.perf_counter()
         if posterior is None:
             theta = prior.sample(k_theta, (n,))
@@ -350,6 +475,12 @@ def sequential(
         infos.append(RoundInfo(r + 1, n, int(new.theta.shape[0]),
                                "prior" if r == 0 else "posterior", fit_info, simulate_time,
                                train_time, sample_time))
+        history.append(new)
+        if on_round is not None:
+            on_round(SequentialState(
+                method, r + 1, tuple(np.asarray(h.theta) for h in history),
+                tuple(np.asarray(h.x) for h in history), posterior, tuple(infos),
+                key_data.copy(), x_obs.copy()))
         if bar is not None:
             best = float(np.nanmin(fit_info.best_validation_loss))
             bar.set_postfix(kept=f"{new.theta.shape[0]}/{n}", best_val=f"{best:.4g}")
@@ -357,6 +488,41 @@ def sequential(
     if bar is not None:
         bar.close()
     return posterior, infos
+
+
+def _round_keys(key: jax.Array, r: int):
+    """``(k_theta, k_sim, k_train)`` of round ``r`` (0-based)."""
+    return jax.random.split(jax.random.fold_in(key, r), 3)
+
+
+def _check_resume(resume, method, key_data, x_obs, budgets, prior) -> SequentialState | None:
+    if resume is None:
+        return None
+    if isinstance(resume, Mapping):
+        resume = state_from_arrays(resume, prior=prior)
+    if not isinstance(resume, SequentialState):
+        raise ValueError(
+            f"Expected resume to be a SequentialState (from on_round) or its state_to_arrays "
+            f"dict; got {type(resume).__name__} (a fit TrainState cannot resume a multi-round "
+            f"run)"
+        )
+    if resume.method != method:
+        raise ValueError(f"Expected a resume state of method {method!r}; got "
+                         f"{resume.method!r}")
+    if not np.array_equal(np.asarray(resume.key, np.uint32), key_data):
+        raise ValueError("Expected the resume state to come from a run with the same key; got "
+                         "a state made with another key")
+    if resume.x_obs.shape != x_obs.shape or not np.array_equal(resume.x_obs, x_obs):
+        raise ValueError("Expected the resume state to come from a run at the same x_obs; got "
+                         "another observation")
+    if not 1 <= resume.rounds_done <= len(budgets):
+        raise ValueError(f"Expected a resume state with 1 to {len(budgets)} rounds done; got "
+                         f"{resume.rounds_done}")
+    done = [i.num_simulations for i in resume.infos]
+    if done != budgets[:resume.rounds_done]:
+        raise ValueError(f"Expected the resume state's rounds to have the budgets "
+                         f"{budgets[:resume.rounds_done]}; got {done}")
+    return resume
 
 
 class _SNPE:
@@ -369,14 +535,22 @@ class _SNPE:
         self.labels, self.progress, self.fit_options = labels, progress, fit_options
         self.train, self.val, self.params = [], [], None
 
-    def round(self, key, r, new):
-        k_split, k_init, k_fit = jax.random.split(key, 3)
-        # The proposal's own draws may round onto a closed boundary in float32; only the
-        # prior's are reported (as npe does).
-        bijector = check_npe_dataset(self.prior, new, stacklevel=4, warn_edge=r == 0)
+    def restore(self, key, new):
+        """Appends a finished round's splits (as ``round`` made them), for a resume."""
+        k_split = jax.random.split(key, 3)[0]
         train, val = _data.split(k_split, new, self.validation_fraction)
         self.train.append(train)
         self.val.append(val)
+
+    def set_posterior(self, posterior):
+        self.params = [g.params for g in posterior.groups]
+
+    def round(self, key, r, new):
+        _, k_init, k_fit = jax.random.split(key, 3)
+        # The proposal's own draws may round onto a closed boundary in float32; only the
+        # prior's are reported (as npe does).
+        bijector = check_npe_dataset(self.prior, new, stacklevel=4, warn_edge=r == 0)
+        self.restore(key, new)
         train, val = _concat(self.train), _concat(self.val)
         wrapped = [on_support(e, bijector) for e in self.estimators]
         if r == 0:
@@ -405,6 +579,13 @@ class _Retrain:
         self.validation_fraction, self.labels = validation_fraction, labels
         self.progress, self.fit_options = progress, fit_options
         self.parts = []
+
+    def restore(self, key, new):
+        del key
+        self.parts.append(new)
+
+    def set_posterior(self, posterior):
+        del posterior  # every round retrains from scratch
 
     def round(self, key, r, new):
         del r

@@ -13,6 +13,8 @@ a name, so several runs can share one folder, as in ltu-ili):
                                 signatures, timings
 ``{name}_checkpoint.npz``       training state every ``train.checkpoint_every`` epochs
                                 (removed when training ends); a rerun resumes from it
+``{name}_rounds.npz``           snpe/snle/snre: the state after every round (removed when
+                                the last round ends); a rerun resumes at the next round
 ``{name}_validation/``          metrics.json, samples.npy, validation.nc, PNGs (per member in
                                 ``member_<k>/`` when ``ensemble_mode`` is false)
 ``{name}_stages.json``          a hash of the config each finished stage ran with
@@ -74,6 +76,8 @@ class RunResult:
             ``ensemble_mode`` is false), if validation ran.
         summary: The contents of ``summary.json``.
         resumed_from_epoch: Epoch of the checkpoint training resumed from (0: from scratch).
+        resumed_from_round: Sequential methods: rounds done in the checkpoint the run resumed
+            from (0: from scratch).
     """
 
     config: Config
@@ -86,6 +90,7 @@ class RunResult:
     report: Any = None
     summary: dict = field(default_factory=dict)
     resumed_from_epoch: int = 0
+    resumed_from_round: int = 0
     progress: bool = True
 
 
@@ -467,15 +472,24 @@ def _inference_stage(cfg: Config, out: Path, prefix: str, sd: StageData, log, fi
         if sd.x_obs is None:
             raise ConfigError(f"inference.method: {inf.method} needs the observation x_obs "
                               f"(data xobs_file / xobs_key / simulator.x_obs); got none")
+        from ilijax.inference.sequential import state_to_arrays
+
         per_round = inf.train.simulations_per_round or max(sd.theta.shape[0], 2)
+        ckpt = out / f"{prefix}rounds.npz"
+        config_hash = stage_hashes(cfg)["inference"]
+        resume, rounds_done = _checkpoint.load(ckpt, config_hash, log, count="rounds")
         log(f"inference: {inf.method.upper()}, {inf.train.num_round} rounds x {per_round} "
-            f"simulations")
+            f"simulations" + (f", resuming after round {rounds_done}" if rounds_done else ""))
         bundle_key = "classifier" if inf.method == "snre" else "estimator"
         posterior, rounds = ilijax.sequential(
             key, sd.simulator, sd.prior, sd.x_obs, method=inf.method[1:],
             rounds=inf.train.num_round, simulations_per_round=per_round,
             ensemble=counts, labels=labels, nan_policy=cfg.data.nan_policy,
-            progress=result.progress, **{bundle_key: bundles}, **_fit_options(cfg))
+            progress=result.progress, **{bundle_key: bundles},
+            on_round=_checkpoint.writer(ckpt, config_hash, state_to_arrays),
+            resume=resume, **_fit_options(cfg))
+        ckpt.unlink(missing_ok=True)
+        result.resumed_from_round = rounds_done
     seconds = time.perf_counter() - t0
     files["posterior"] = ilijax.save(posterior, out / f"{prefix}posterior.npz")
     summary: dict[str, Any] = {
@@ -488,6 +502,7 @@ def _inference_stage(cfg: Config, out: Path, prefix: str, sd: StageData, log, fi
         "num_test": int(sd.theta_test.shape[0]),
         "seconds": round(seconds, 3),
         "resumed_from_epoch": result.resumed_from_epoch,
+        "resumed_from_round": result.resumed_from_round,
     }
     if info is not None:
         summary.update({

@@ -93,9 +93,8 @@ def test_mcmc_compiles_once_per_shape(trained):
     # A new posterior of the same structure (the params moved) reuses the program too.
     moved = jax.tree.map(lambda a: a * 1.01 if a.dtype == jnp.float32 else a, post)
     moved.sample(jax.random.key(2), x, 10, **opts)
+    # (test_functional_core shows the counter does count a new static shape.)
     assert ilijax.posterior.trace_counts()["mcmc"] == before["mcmc"]
-    post.sample(jax.random.key(0), x, 12, **opts)  # a new static shape: one trace more
-    assert ilijax.posterior.trace_counts()["mcmc"] == before["mcmc"] + 1
 
 
 def test_rhat_warning_names_the_observations(trained):

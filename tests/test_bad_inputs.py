@@ -215,6 +215,9 @@ ROWS = [
      ValueError, "folds"),
     ("mmd bandwidth inf", lambda p, t: mmd(THETA[:20], THETA[20:40], bandwidth=float("inf")),
      ValueError, "bandwidth"),
+    ("c2st int key", lambda p, t: c2st(0, THETA[:40], THETA[40:80]), TypeError, KEY_HINT),
+    ("samplers nuts int key", lambda p, t: ilijax.samplers.get("nuts")(
+        0, lambda u: -jnp.sum(u ** 2), jnp.zeros((2, 2)), 4), TypeError, KEY_HINT),
     ("tarp one level", lambda p, t: tarp(KEY, jnp.zeros((4, 10, 2)), THETA[:4], levels=[0.5]),
      ValueError, "at least 2 levels"),
 ]

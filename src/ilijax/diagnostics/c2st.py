@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ilijax._checks import check_int
+from ilijax._checks import check_int, check_key
 from ilijax.diagnostics._common import check_real
 
 __all__ = ["C2STResult", "c2st"]
@@ -154,6 +154,7 @@ def c2st(
         Lueckmann, Boelts, Greenberg, Gonçalves, Macke, "Benchmarking Simulation-Based
         Inference", AISTATS 2021 (sbibm ``c2st``).
     """
+    key = check_key(key)
     p = _as_samples(samples_p, "samples_p")
     q = _as_samples(samples_q, "samples_q")
     if p.shape[-1] != q.shape[-1]:

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ilijax._checks import check_key
 from ilijax.diagnostics._common import (
     check_band,
     check_draws,
@@ -163,6 +164,7 @@ def expected_coverage(
         RuntimeWarning: If log-densities of draws or truths are NaN or infinite, with their
             counts; NaN is counted against coverage (see :func:`hpd_credibility`).
     """
+    key = check_key(key)
     check_band(band, bootstrap)
     lv = check_levels(levels)
     cred, method = hpd_credibility(

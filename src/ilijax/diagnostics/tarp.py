@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ilijax._checks import check_key
 from ilijax.diagnostics._common import (
     check_band,
     check_draws,
@@ -75,6 +76,7 @@ def tarp(
         ValueError: For bad shapes, non-finite draws or truths, or levels that are not a grid of
             at least 2 strictly increasing levels in ``[0, 1]``; the message names the field.
     """
+    key = check_key(key)
     check_band(band, bootstrap)
     # ATC sums (ECP - alpha) times the grid step over the upper half of the levels: one level
     # has no step (sbi returns 0.0, "calibrated", for it)

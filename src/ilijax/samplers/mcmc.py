@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 
-from ilijax._checks import check_float, check_int
+from ilijax._checks import check_float, check_int, check_key
 
 Array = jax.Array
 
@@ -157,6 +157,7 @@ def nuts(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: 
         ValueError: On a bad option (e.g. ``thin=0``, ``target_acceptance=1.0``,
             ``max_num_doublings=2.5``); the message names it.
     """
+    key = check_key(key)
     _check_int("max_num_doublings", max_num_doublings, 1)
     return _adapted_hmc(key, blackjax.nuts, logdensity_fn, init, num_samples,
                         num_warmup=num_warmup, thin=thin, target_acceptance=target_acceptance,
@@ -167,6 +168,7 @@ def hmc(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: i
         target_acceptance: float = 0.8, num_integration_steps: int = 16):
     """HMC with a fixed number of leapfrog steps and window adaptation (arguments as
     :func:`nuts`)."""
+    key = check_key(key)
     _check_int("num_integration_steps", num_integration_steps, 1)
     return _adapted_hmc(key, blackjax.hmc, logdensity_fn, init, num_samples,
                         num_warmup=num_warmup, thin=thin, target_acceptance=target_acceptance,
@@ -177,6 +179,7 @@ def mala(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: 
          target_acceptance: float = 0.574):
     """Preconditioned MALA: HMC with one leapfrog step (see the module docstring), with window
     adaptation of the step size and a diagonal mass matrix (arguments as :func:`nuts`)."""
+    key = check_key(key)
     return _adapted_hmc(key, blackjax.hmc, logdensity_fn, init, num_samples,
                         num_warmup=num_warmup, thin=thin, target_acceptance=target_acceptance,
                         num_integration_steps=1)
@@ -193,6 +196,7 @@ def slice(key, logdensity_fn, init, num_samples, *, num_warmup: int = 200, thin:
         num_warmup: Burn-in steps per chain (discarded; nothing is tuned).
         Others as :func:`nuts`.
     """
+    key = check_key(key)
     chains, dim, per_chain = _check(init, num_samples, num_warmup, thin)
     _check_float("width", width, 0.0)
     _check_int("max_expansions", max_expansions, 0)
@@ -256,6 +260,7 @@ def aies(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: 
             autocorrelated, and a step costs only ``num_chains`` density evaluations).
         Others as :func:`nuts`; warm-up steps are discarded.
     """
+    key = check_key(key)
     from numpyro.infer import AIES
 
     _check_moves(moves)
@@ -271,6 +276,7 @@ def ess(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: i
     warm-up. Arguments as :func:`aies`; ``max_steps``/``max_iter`` bound the stepping-out and
     shrinking loops.
     """
+    key = check_key(key)
     from numpyro.infer import ESS
 
     _check_moves(moves)

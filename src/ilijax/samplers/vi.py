@@ -100,7 +100,7 @@ import numpy as np
 import optax
 from blackjax.diagnostics import psis_weights
 
-from ilijax._checks import check_float, check_int
+from ilijax._checks import check_float, check_int, check_key
 from ilijax.nn.mlp import MLP
 
 Array = jax.Array
@@ -312,6 +312,7 @@ def run(
         >>> draws.shape, stats["elbo"].shape
         ((1, 100, 2), (200,))
     """
+    key = check_key(key)
     _check_int("num_samples", num_samples, 1)
     _check_int("steps", steps, 1)
     _check_int("num_particles", num_particles, 1)

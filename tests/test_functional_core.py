@@ -218,6 +218,34 @@ def test_statistics_equal_the_training_split_after_harsh_training(method):
     assert not np.allclose(kernel[0], kernel[1])
 
 
+def test_snpe_statistics_stay_those_of_round_one_through_harsh_apt_rounds():
+    """SNPE z-scores by round 1's training split (as sbi builds its net once) and the APT
+    rounds, trained with a large rate and strong weight decay, must not move them."""
+    from ilijax.inference.sequential import _round_keys
+
+    key = jax.random.key(12)
+    states = []
+    ilijax.sequential(key, TASK.simulator, TASK.prior, jnp.array([0.1, -0.2]), method="npe",
+                      rounds=2, simulations_per_round=300, estimator=small_maf(), ensemble=2,
+                      on_round=states.append, **HARSH)
+    first = _data.check_data(states[0].theta[0], states[0].x[0])
+    k_split = jax.random.split(_round_keys(key, 0)[2], 3)[0]
+    train = _data.split(k_split, first, 0.1)[0]
+    u = to_unconstrained(support_bijector(TASK.prior), train.theta)
+    want = {"y": zscore_stats(u), "c": zscore_stats(train.x)}
+    for state in states:
+        p = state.posterior.groups[0].params
+        for prefix, stats in want.items():
+            for member in range(2):
+                np.testing.assert_allclose(p[f"{prefix}_shift"].value[member], stats["mean"],
+                                           rtol=1e-6, atol=1e-6)
+                np.testing.assert_allclose(p[f"{prefix}_scale"].value[member], stats["std"],
+                                           rtol=1e-6, atol=1e-6)
+    # The APT round did train: the weights moved between the rounds.
+    before, after = (jax.tree.leaves(s.posterior.groups[0].params["net"]) for s in states)
+    assert not all(np.allclose(a, b) for a, b in zip(before, after, strict=True))
+
+
 def test_frozen_leaves_get_no_gradient_and_no_update():
     est = ilijax.estimators.mdn(hidden=8, components=2)  # standardized(core)
     theta = DATA.theta[:100]

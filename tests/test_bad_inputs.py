@@ -7,7 +7,6 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import ilijax
@@ -125,8 +124,21 @@ ROWS = [
                                                    {"r": jnp.zeros((10, 1))}, patience=2.5),
      ValueError, "patience"),
     ("fit optimizer", lambda p, t: ilijax.fit(KEY, {"w": jnp.zeros((1, 2))}, lambda q, b, k: 0.0,
-                                              {"r": jnp.zeros((10, 1))}, optimizer=optax.adam),
-     ValueError, r"optimizer to be an optax GradientTransformation"),
+                                              {"r": jnp.zeros((10, 1))}, optimizer="adam"),
+     ValueError, r"optimizer to be an optax GradientTransformation .* or a function of the "
+                 r"learning rate .*; got str"),
+    ("fit optimizer factory", lambda p, t: ilijax.fit(
+        KEY, {"w": jnp.zeros((1, 2))}, lambda q, b, k: 0.0, {"r": jnp.zeros((10, 1))},
+        optimizer=lambda lr: 1.0),
+     ValueError, r"optimizer\(learning_rate\) to return an optax GradientTransformation; "
+                 r"got float"),
+    ("fit schedule", lambda p, t: ilijax.fit(KEY, {"w": jnp.zeros((1, 2))}, lambda q, b, k: 0.0,
+                                             {"r": jnp.zeros((10, 1))}, schedule="linear"),
+     ValueError, r"schedule in \('cosine', 'constant'\); got 'linear'"),
+    ("fit patience string", lambda p, t: ilijax.fit(
+        KEY, {"w": jnp.zeros((1, 2))}, lambda q, b, k: 0.0, {"r": jnp.zeros((10, 1))},
+        patience="never"),
+     ValueError, r"patience to be an int >= 1, None or 'auto'; got 'never'"),
     # -- simulate
     ("simulate int key", lambda p, t: ilijax.simulate(1, TASK.prior, TASK.simulator, 10),
      TypeError, KEY_HINT),

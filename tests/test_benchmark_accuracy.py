@@ -28,7 +28,8 @@ def test_accuracy_benchmark_smoke(tmp_path, capsys):
     acc = _module()
     out = tmp_path / "acc.json"
     rc = acc.main(["--tasks", "two_moons", "--methods", "npe", "nre", "--sims", "1000",
-                   "--num-obs", "2", "--num-samples", "400", "--steps", "40",
+                   "--num-obs", "2", "--num-samples", "400", "--schedule", "cosine",
+                   "--steps", "40",
                    "--c2st-epochs", "5", "--chains", "2", "--warmup", "10", "--out", str(out)])
     assert rc == 0
     data = json.loads(out.read_text())

@@ -45,7 +45,9 @@ def demo(args: argparse.Namespace) -> int:
             "nets": [{"model": "nsf", "hidden_features": args.hidden,
                       "num_transforms": args.transforms, "repeats": args.ensemble,
                       "signature": "nsf"}],
-            "train": {"max_epochs": args.max_epochs, "stop_after_epochs": args.patience},
+            # only what was asked for: otherwise fit's default (cosine) training
+            "train": {k: v for k, v in (("max_epochs", args.max_epochs),
+                                        ("stop_after_epochs", args.patience)) if v is not None},
             "seed": args.seed, "out_dir": str(Path(args.out).resolve()),
         },
         "validation": {"num_samples": args.test_samples, "xobs_samples": args.samples},
@@ -221,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ensemble", type=int, default=4)
     p.add_argument("--hidden", type=int, default=50)
     p.add_argument("--transforms", type=int, default=5)
-    p.add_argument("--max-epochs", type=int, default=200)
-    p.add_argument("--patience", type=int, default=20)
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="epochs (default: ilijax.fit's cosine run, 40,000 steps)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early stopping after this many epochs (switches to a constant rate)")
     p.add_argument("--samples", type=int, default=5000, help="draws at the observation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test", type=int, default=300, help="test pairs for the validation")

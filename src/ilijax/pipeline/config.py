@@ -223,14 +223,25 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "lamb", "lion")
 
 
 class TrainConfig(_Strict):
-    """Training options, with ltu-ili's names and defaults (sbi's ``train_args``)."""
+    """Training options, with ltu-ili's names (sbi's ``train_args``).
+
+    ``schedule`` is ``ilijax.fit``'s: ``cosine`` (its default for npe/nle/nre: rate 1e-3
+    decayed along a cosine over a fixed run, best-validation params kept) or ``constant``
+    (sbi's and ltu-ili's: 5e-4 with early stopping after ``stop_after_epochs``; the default of
+    the sequential methods). Left out, it is ``constant`` when the file sets ``learning_rate``
+    or ``stop_after_epochs`` (their ltu-ili meaning), and the method's default otherwise;
+    converted ltu-ili files say ``constant``. Unset ``learning_rate``, ``stop_after_epochs`` and
+    ``max_epochs`` take the schedule's defaults (see :func:`ilijax.fit`); the first two and
+    ``schedule`` are filled in when the config is read, so the written config says what ran.
+    ``stop_after_epochs: null`` set in a file means no early stopping."""
 
     training_batch_size: int = Field(default=50, gt=0)
-    learning_rate: float = Field(default=5e-4, gt=0)
+    schedule: Literal["cosine", "constant"] | None = None
+    learning_rate: float | None = Field(default=None, gt=0)
     validation_fraction: float = Field(default=0.1, gt=0, lt=1)
-    stop_after_epochs: int | None = Field(default=20, gt=0)
+    stop_after_epochs: int | None = Field(default=None, gt=0)
     clip_max_norm: float | None = Field(default=5.0, gt=0)
-    max_epochs: int = Field(default=1000, gt=0)
+    max_epochs: int | None = Field(default=None, gt=0)
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop", "lamb", "lion"] = "adam"
     weight_decay: float = Field(default=0.0, ge=0)
     num_round: int = Field(default=2, gt=0)
@@ -277,6 +288,21 @@ class InferenceConfig(_Strict):
                 raise ValueError(f"nets[{i}].model: method {self.method!r} trains density "
                                  f"estimators, expected one of {DENSITY_MODELS}, got "
                                  f"{net.model!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _resolve_schedule(self):
+        # Resolved here, not in the runner, so the written {name}_config.yaml says what ran and
+        # reads back as the same run (its every key is then "set").
+        t = self.train
+        if t.schedule is None:
+            ltu_ili_keys = {"learning_rate", "stop_after_epochs"} & t.model_fields_set
+            t.schedule = ("constant" if ltu_ili_keys or self.method.startswith("s")
+                          else "cosine")
+        if "stop_after_epochs" not in t.model_fields_set:
+            t.stop_after_epochs = 20 if t.schedule == "constant" else None
+        if t.learning_rate is None:
+            t.learning_rate = 5e-4 if t.schedule == "constant" else 1e-3
         return self
 
     @property

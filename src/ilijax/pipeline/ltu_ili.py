@@ -239,8 +239,10 @@ def _inference(d: dict, source: str) -> dict:
                 f"{source}: train_args.{k} has no ilijax counterpart; supported: "
                 f"{', '.join(sorted(_TRAIN_KEYS))}")
         tr[_TRAIN_KEYS[k]] = v
-    if tr:
-        out["train"] = tr
+    # ltu-ili trains as sbi does (Adam at a constant rate, early stopping), with or without
+    # train_args: a converted file keeps that rather than ilijax's cosine default.
+    tr.setdefault("schedule", "constant")
+    out["train"] = tr
     if "device" in d and d["device"] not in ("cpu", "cuda", "gpu", None) and not str(
             d["device"]).startswith("cuda"):
         raise ConfigError(f"{source}: device: expected 'cpu' or 'cuda', got {d['device']!r}")

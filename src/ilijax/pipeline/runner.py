@@ -160,18 +160,24 @@ def build_nets(inf: InferenceConfig) -> tuple[list, list[int], list[str]]:
 
 
 def build_optimizer(inf: InferenceConfig):
+    """The configured optimizer as a function of the learning rate (a float or an optax
+    schedule), which ``ilijax.fit`` calls with its schedule's rate."""
     import optax
 
     t = inf.train
-    lr, wd = t.learning_rate, t.weight_decay
-    if t.optimizer == "adamw":
-        return optax.adamw(lr, weight_decay=wd)
-    if t.optimizer == "lion":
-        return optax.lion(lr, weight_decay=wd)
-    base = {"adam": optax.adam, "sgd": optax.sgd, "rmsprop": optax.rmsprop,
-            "lamb": optax.lamb}[t.optimizer](lr)
-    # Decoupled weight decay (Loshchilov and Hutter 2019) in front of optimizers without it.
-    return optax.chain(optax.add_decayed_weights(wd), base) if wd > 0 else base
+    wd = t.weight_decay
+
+    def make(lr):
+        if t.optimizer == "adamw":
+            return optax.adamw(lr, weight_decay=wd)
+        if t.optimizer == "lion":
+            return optax.lion(lr, weight_decay=wd)
+        base = {"adam": optax.adam, "sgd": optax.sgd, "rmsprop": optax.rmsprop,
+                "lamb": optax.lamb}[t.optimizer](lr)
+        # Decoupled weight decay (Loshchilov and Hutter 2019) before optimizers without it.
+        return optax.chain(optax.add_decayed_weights(wd), base) if wd > 0 else base
+
+    return make
 
 
 def _import(path: str):
@@ -401,8 +407,10 @@ def _data_stage(cfg: Config, out: Path, prefix: str, hashes, done, force, data, 
 
 def _fit_options(cfg: Config) -> dict:
     t = cfg.inference.train
-    return dict(optimizer=build_optimizer(cfg.inference), batch_size=t.training_batch_size,
-                max_epochs=t.max_epochs, patience=t.stop_after_epochs,
+    # schedule, learning_rate and stop_after_epochs were resolved when the config was read.
+    return dict(optimizer=build_optimizer(cfg.inference), schedule=t.schedule,
+                batch_size=t.training_batch_size, max_epochs=t.max_epochs,
+                learning_rate=t.learning_rate, patience=t.stop_after_epochs,
                 clip_norm=t.clip_max_norm)
 
 

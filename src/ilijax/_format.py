@@ -4,7 +4,9 @@ The arrays are what :func:`ilijax.save` writes into one ``.npz`` file and what t
 checkpoints embed (``ilijax.inference.sequential``):
 
 - ``__spec__``: UTF-8 JSON with the format name and version, the ilijax version, the method, the
-  prior (``ilijax.priors.prior_to_spec``), each group's estimator spec and member count, the
+  space (``"unconstrained"`` or ``"theta"``, where an NPE posterior's flows live; files written
+  before the field existed are ``"unconstrained"``, which they all were), the prior
+  (``ilijax.priors.prior_to_spec``), each group's estimator spec and member count, the
   mixture weights, dimensions (``theta_dim``, ``x_dim`` and ``x_shape``, the shape of one
   observation; files written before ``x_shape`` existed hold vectors of ``x_dim``) and labels;
 - ``g{i}/{j}``: the j-th leaf (in ``jax.tree.flatten`` order) of group i's stacked params.
@@ -29,7 +31,7 @@ import numpy as np
 
 from ilijax._version import __version__
 from ilijax.estimators import build
-from ilijax.posterior import METHODS, Group, Posterior, member_bundle
+from ilijax.posterior import METHODS, SPACES, Group, Posterior, member_bundle
 from ilijax.priors import prior_from_spec, prior_to_spec, support_bijector
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "NotAPosteriorError", "posterior_from_arrays",
@@ -72,6 +74,7 @@ def posterior_to_arrays(posterior: Posterior) -> dict[str, np.ndarray]:
         "version": FORMAT_VERSION,
         "ilijax_version": __version__,
         "method": posterior.method,
+        "space": posterior.space,
         "prior": prior_to_spec(posterior.prior),
         "theta_dim": posterior.theta_dim,
         "x_dim": posterior.x_dim,
@@ -121,6 +124,10 @@ def posterior_from_arrays(files: Mapping[str, np.ndarray], *, prior=None,
         raise _not_ours(path, f"its spec lacks {missing}")
     if spec["method"] not in METHODS:
         raise ValueError(f"Expected method in {METHODS}; got {spec['method']!r} in {path}")
+    # Files from before theta-space NPE have no "space": they are all unconstrained.
+    space = spec.get("space", "unconstrained")
+    if space not in SPACES:
+        raise ValueError(f"Expected space in {SPACES}; got {space!r} in {path}")
     prior = prior if prior is not None else prior_from_spec(spec["prior"])
     bijector = support_bijector(prior)
     theta0 = jnp.zeros(spec["theta_dim"], jnp.float32)
@@ -129,7 +136,7 @@ def posterior_from_arrays(files: Mapping[str, np.ndarray], *, prior=None,
     groups = []
     for i, g in enumerate(spec["groups"]):
         core = build(g["estimator"])
-        est = member_bundle(spec["method"], core, prior)
+        est = member_bundle(spec["method"], core, prior, space=space)
         shapes = jax.eval_shape(
             jax.vmap(est.init, in_axes=(0, None, None)),
             jax.random.split(jax.random.key(0), g["members"]), bijector(theta0), x0,
@@ -152,4 +159,4 @@ def posterior_from_arrays(files: Mapping[str, np.ndarray], *, prior=None,
             arrays.append(jnp.asarray(a, dtype=shape.dtype))
         groups.append(Group(est, jax.tree.unflatten(treedef, arrays), g["estimator"]))
     return Posterior(groups, spec["weights"], prior, x_shape=x_shape, method=spec["method"],
-                     labels=spec["labels"])
+                     labels=spec["labels"], space=space)

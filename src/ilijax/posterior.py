@@ -4,7 +4,10 @@ A :class:`Posterior` holds one or more *groups* (an estimator bundle and its mem
 stacked on axis 0), the mixture weights of all members, and the prior. Its density is the
 mixture ``log q(theta | x) = logsumexp_k(log w_k + log q_k(theta | x))``; for NPE the members are
 wrapped by :func:`ilijax.estimators.on_support`, so it is a normalised density on the prior's
-support and draws never leave it.
+support and draws never leave it. NPE trained in theta space (``space="theta"``) wraps them by
+:func:`~ilijax.estimators._support.truncated_to_support` instead: each member is its flow
+truncated to the support, normalised by a Monte Carlo estimate of its in-support mass and sampled
+by rejection, so draws never leave the support either (they are NaN when rejection gives up).
 
 Sampling a mixture with static shapes: for ``n`` draws, member ``k`` gets ``c_k`` draws where
 ``c_k`` comes from systematic resampling (Kitagawa 1996) of the weights with one uniform offset
@@ -38,10 +41,27 @@ from ilijax.estimators._base import Estimator
 
 Array = jax.Array
 
-__all__ = ["METHODS", "Group", "Posterior", "SamplingInfo", "member_bundle", "trace_counts"]
+__all__ = ["METHODS", "SPACES", "Group", "Posterior", "SamplingInfo", "member_bundle",
+           "trace_counts"]
 
 #: Inference methods a Posterior can come from.
 METHODS = ("npe", "nle", "nre")
+
+#: Where an NPE posterior's flows live: ``"unconstrained"`` (pushed through the prior's support
+#: bijection, :func:`ilijax.estimators.on_support`) or ``"theta"`` (theta itself, truncated to
+#: the support by rejection, :func:`~ilijax.estimators._support.truncated_to_support`).
+SPACES = ("unconstrained", "theta")
+
+#: Direct sampling of a theta-space posterior warns about observations where less than this
+#: share of the flow's mass lies in the prior support (rejection slow, draws possibly NaN).
+SUPPORT_MASS_THRESHOLD = 0.01
+
+
+def check_space(space: Any) -> str:
+    """``space`` if it is one of :data:`SPACES`, else ``ValueError`` naming the field."""
+    if not isinstance(space, str) or space not in SPACES:
+        raise ValueError(f"Expected space in {SPACES}; got {space!r}")
+    return space
 
 
 def _no_sample(params, key, context):
@@ -51,24 +71,34 @@ def _no_sample(params, key, context):
     )
 
 
-def member_bundle(method: str, bundle, prior: dist.Distribution) -> Estimator:
+def member_bundle(method: str, bundle, prior: dist.Distribution, *,
+                  space: str = "unconstrained") -> Estimator:
     """The bundle a :class:`Posterior` evaluates for one member: ``log_prob(params, theta, x)``.
 
-    - ``"npe"``: ``bundle`` models ``q(theta | x)`` in the unconstrained space; it is wrapped by
-      :func:`ilijax.estimators.on_support`, so ``log_prob`` is the normalised density on the
-      prior's support.
+    - ``"npe"``: with ``space="unconstrained"``, ``bundle`` models ``q(theta | x)`` in the
+      unconstrained space; it is wrapped by :func:`ilijax.estimators.on_support`, so
+      ``log_prob`` is the normalised density on the prior's support. With ``space="theta"``,
+      ``bundle`` models theta itself and is wrapped by
+      :func:`~ilijax.estimators._support.truncated_to_support` (rejection into the support,
+      ``log_prob`` normalised by the estimated in-support mass).
     - ``"nle"``: ``bundle`` models ``q(x | theta)`` (``y = x``, ``context = theta``); the member
       term is ``log q(x | theta)``.
     - ``"nre"``: ``bundle`` is a classifier (``init(key, theta, x)``,
       ``log_ratio(params, theta, x)``); the member term is ``log r(theta, x)``.
 
     ``init`` always takes ``(key, theta, x)`` (one example or the training set), so saving and
-    loading treat every method alike.
+    loading treat every method alike. ``space="theta"`` is for ``"npe"`` only.
     """
-    from ilijax.estimators._support import on_support
+    from ilijax.estimators._support import on_support, truncated_to_support
     from ilijax.priors import support_bijector
 
+    check_space(space)
+    if method != "npe" and space != "unconstrained":
+        raise ValueError(f"Expected space='unconstrained' for method={method!r} (theta space is "
+                         f"an NPE option); got space={space!r}")
     if method == "npe":
+        if space == "theta":
+            return truncated_to_support(bundle, prior)
         return on_support(bundle, support_bijector(prior))
     if method == "nle":
         from ilijax.estimators.embedded import embedding_parts
@@ -96,7 +126,8 @@ class Group(NamedTuple):
     """Ensemble members of one architecture.
 
     Attributes:
-        estimator: The bundle (for NPE: already wrapped by ``on_support``).
+        estimator: The bundle (for NPE: already wrapped by ``on_support``, or by
+            ``truncated_to_support`` in theta space).
         params: Member params stacked on axis 0.
         spec: The unwrapped estimator's spec (for saving), or ``None``.
     """
@@ -116,7 +147,10 @@ class SamplingInfo(NamedTuple):
             ``(b, theta_dim)`` (``(theta_dim,)`` for one observation); NaN for ``direct``.
         ess: Bulk effective sample size, same shape; NaN for ``direct``.
         stats: Sampler statistics per observation and chain (``acceptance``, ``divergences``,
-            ``step_size``, ...; ``elbo`` for ``vi``), numpy arrays.
+            ``step_size``, ...; ``elbo`` for ``vi``), numpy arrays. ``direct`` sampling of a
+            theta-space posterior gives ``accepted_fraction`` per observation, ``(b,)``: the
+            estimated in-support mass of the mixture (:meth:`Posterior.support_mass`), the
+            expected share of rejection candidates accepted.
         idata: arviz DataTree with group ``posterior`` (``theta`` with dims
             ``chain, draw, obs, parameter``), ``observed_data`` (``x``) and ``sample_stats``.
         seconds: Wall time of the call (compilation included on the first call).
@@ -140,6 +174,10 @@ def _members(params) -> int:
 
 
 _LOG_PROB_CHUNK = 1 << 18
+# Observations whose in-support masses (theta space) are estimated at once: each draws
+# members x 4096 flow samples, scanned in chunks of 256, so this bounds the memory of a whole
+# test set's estimate.
+_MASS_OBS_CHUNK = 64
 
 
 def _spec_key(spec: Any) -> str:
@@ -161,11 +199,12 @@ def _prior_key(prior: dist.Distribution) -> Any:
 class _Static:
     """The static (hashable) part of a :class:`Posterior`: its pytree aux data.
 
-    Equality and hash go by ``key``: the method, the shapes, the labels, the prior's spec and
-    each group's estimator spec (a hand-made bundle without a spec counts by identity). So two
-    posteriors that differ only in their arrays (members trained again, a reloaded file, the
-    next sequential round) have equal aux data and share every compiled program; the
-    functions held here are then interchangeable, as bundles built from one spec are.
+    Equality and hash go by ``key``: the method, the space, the shapes, the labels, the prior's
+    spec and each group's estimator spec (a hand-made bundle without a spec counts by
+    identity). So two posteriors that differ only in their arrays (members trained again, a
+    reloaded file, the next sequential round) have equal aux data and share every compiled
+    program; the functions held here are then interchangeable, as bundles built from one spec
+    are.
     """
 
     method: str
@@ -175,6 +214,7 @@ class _Static:
     prior: dist.Distribution
     bundles: tuple[Estimator, ...]
     specs: tuple[dict | None, ...]
+    space: str
     key: tuple
 
     def __eq__(self, other):
@@ -184,11 +224,13 @@ class _Static:
         return hash(self.key)
 
 
-def _make_static(method, theta_dim, x_shape, labels, prior, bundles, specs) -> _Static:
+def _make_static(method, theta_dim, x_shape, labels, prior, bundles, specs,
+                 space="unconstrained") -> _Static:
     groups = tuple(("spec", _spec_key(sp)) if sp is not None else ("bundle", b)
                    for b, sp in zip(bundles, specs, strict=True))
-    key = (method, theta_dim, x_shape, labels, _prior_key(prior), groups)
-    return _Static(method, theta_dim, x_shape, labels, prior, tuple(bundles), tuple(specs), key)
+    key = (method, space, theta_dim, x_shape, labels, _prior_key(prior), groups)
+    return _Static(method, theta_dim, x_shape, labels, prior, tuple(bundles), tuple(specs),
+                   space, key)
 
 
 #: How often each compiled program of every Posterior was traced (see :func:`trace_counts`).
@@ -197,7 +239,7 @@ _TRACES: collections.Counter = collections.Counter()
 
 def trace_counts() -> dict[str, int]:
     """How many times the compiled programs shared by all posteriors have been traced, by name
-    (``"log_prob"``, ``"direct"``, ``"mcmc"``).
+    (``"log_prob"``, ``"direct"``, ``"mcmc"``, ``"support_mass"``).
 
     A new trace means a compilation. Posteriors of the same structure (same method, shapes,
     labels, prior and estimator specs, same member counts) share the programs, so e.g. every
@@ -222,6 +264,13 @@ def _direct_program(post: Posterior, keys: Array, x: Array, num_samples: int, ch
                     caps: tuple[int, ...] | None) -> Array:
     _TRACES["direct"] += 1
     return post._sample_batch(keys, x, num_samples, chunk, caps)
+
+
+@partial(jax.jit, static_argnames=("num_draws",))
+def _mass_program(post: Posterior, x: Array, key: Array | None, num_draws: int | None):
+    _TRACES["support_mass"] += 1
+    return jax.lax.map(lambda xo: post._support_mass_one(xo, num_draws, key), x,
+                       batch_size=min(_MASS_OBS_CHUNK, x.shape[0]))
 
 
 @partial(jax.jit, static_argnames=("method", "num_samples", "num_chains", "init",
@@ -273,12 +322,17 @@ class Posterior:
             (``x.shape == (b, *x_shape)``) by it.
         method: The inference method that produced it (``"npe"``).
         labels: Optional parameter names, used by plots.
+        space: For NPE, where the groups' bundles model theta: ``"unconstrained"`` (bundles
+            wrapped by :func:`ilijax.estimators.on_support`) or ``"theta"`` (wrapped by
+            :func:`~ilijax.estimators._support.truncated_to_support`); see
+            :func:`ilijax.npe`. Part of the static structure and of the saved file.
 
     Attributes:
         groups: The :class:`Group` s (bundle, stacked params, spec).
         weights: ``(num_members,)`` mixture weights (a leaf).
         prior: The prior.
         method: ``"npe"``, ``"nle"`` or ``"nre"``.
+        space: ``"unconstrained"`` or ``"theta"`` (NPE trained in theta space).
         labels: Parameter names.
         theta_dim: Number of parameters.
         x_shape: Shape of one observation.
@@ -299,7 +353,9 @@ class Posterior:
         x_shape: Sequence[int] | None = None,
         method: str = "npe",
         labels: Sequence[str] | None = None,
+        space: str = "unconstrained",
     ):
+        from ilijax.estimators._support import truncation_parts
         from ilijax.priors import validate_prior
 
         groups = tuple(groups)
@@ -331,12 +387,24 @@ class Posterior:
             )
         if method not in METHODS:
             raise ValueError(f"Expected method in {METHODS}; got {method!r}")
+        check_space(space)
+        if space == "theta":
+            if method != "npe":
+                raise ValueError(f"Expected space='unconstrained' for method={method!r} (theta "
+                                 f"space is an NPE option); got space='theta'")
+            bad = [i for i, g in enumerate(groups) if truncation_parts(g.estimator) is None]
+            if bad:
+                raise ValueError(
+                    f"Expected every group of a theta-space posterior to hold a bundle made by "
+                    f"ilijax.estimators._support.truncated_to_support; groups {bad} do not"
+                )
         labels = tuple(str(v) for v in labels) if labels is not None else tuple(
             f"theta_{i}" for i in range(theta_dim))
         if len(labels) != theta_dim:
             raise ValueError(f"Expected {theta_dim} labels (one per parameter); got {len(labels)}")
         self._static = _make_static(method, theta_dim, shape, labels, prior,
-                                    [g.estimator for g in groups], [g.spec for g in groups])
+                                    [g.estimator for g in groups], [g.spec for g in groups],
+                                    space)
         self._group_params = params
         self.weights = w / w.sum()
 
@@ -369,6 +437,10 @@ class Posterior:
     @property
     def method(self) -> str:
         return self._static.method
+
+    @property
+    def space(self) -> str:
+        return self._static.space
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -419,7 +491,8 @@ class Posterior:
         group = self.groups[g]
         params = jax.tree.map(lambda a: a[local:local + 1], group.params)
         return Posterior([group._replace(params=params)], [1.0], self.prior,
-                         x_shape=self.x_shape, method=self.method, labels=self.labels)
+                         x_shape=self.x_shape, method=self.method, labels=self.labels,
+                         space=self.space)
 
     # ----------------------------------------------------------------------- log-density
 
@@ -427,24 +500,108 @@ class Posterior:
         """``log q_k(theta | x)`` of every member for one pair: shape ``(num_members,)``."""
         return self._member_log_prob(theta, x)
 
-    def _member_log_prob(self, theta, x):
-        out = []
-        for g, p in zip(self._static.bundles, self._group_params, strict=True):
-            out.append(jax.vmap(g.log_prob, in_axes=(0, None, None))(p, theta, x))
+    def _member_log_prob(self, theta, x, log_mass=None):
+        """Every member's log-density; ``log_mass`` (theta space) is :meth:`_member_log_mass`
+        of ``x``, computed once by a caller that evaluates many ``theta``."""
+        from ilijax.estimators._support import truncation_parts
+
+        out, start = [], 0
+        for g, p, size in zip(self._static.bundles, self._group_params, self._sizes,
+                              strict=True):
+            if log_mass is None:
+                out.append(jax.vmap(g.log_prob, in_axes=(0, None, None))(p, theta, x))
+            else:
+                fn = truncation_parts(g).log_prob_given_mass
+                out.append(jax.vmap(fn, in_axes=(0, None, None, 0))(
+                    p, theta, x, log_mass[start:start + size]))
+            start += size
         return jnp.concatenate(out)
+
+    def _member_log_mass(self, x):
+        """``(num_members,)`` log in-support masses at ``x`` for a theta-space posterior (what
+        each member's ``log_prob`` divides by), else ``None``."""
+        from ilijax.estimators._support import truncation_parts
+
+        if self._static.space != "theta":
+            return None
+        out = [jax.vmap(truncation_parts(g).log_mass, in_axes=(0, None))(p, x)
+               for g, p in zip(self._static.bundles, self._group_params, strict=True)]
+        return jnp.concatenate(out)
+
+    def _batch_log_mass(self, xb):
+        """``(b, num_members)`` :meth:`_member_log_mass` of every observation (theta space), in
+        vectorised chunks of ``_MASS_OBS_CHUNK`` observations; ``None`` otherwise."""
+        if self._static.space != "theta":
+            return None
+        return jax.lax.map(self._member_log_mass, xb,
+                           batch_size=min(_MASS_OBS_CHUNK, xb.shape[0]))
+
+    def _support_mass_one(self, x, num_draws, key):
+        """Mixture in-support mass and its standard error for one observation."""
+        from ilijax.estimators._support import support_mass
+
+        if self._static.space != "theta":
+            return jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
+        mass, se = [], []
+        for g, p in zip(self._static.bundles, self._group_params, strict=True):
+            m, e = jax.vmap(lambda q, g=g: support_mass(g, q, x, num_draws=num_draws,
+                                                        key=key))(p)
+            mass.append(m)
+            se.append(e)
+        w = jnp.asarray(self.weights, jnp.float32)
+        w = w / jnp.sum(w)
+        bad = jnp.any(~jnp.isfinite(x))
+        return (jnp.where(bad, jnp.nan, jnp.sum(w * jnp.concatenate(mass))),
+                jnp.where(bad, jnp.nan, jnp.sum(w * jnp.concatenate(se))))
+
+    def support_mass(self, x: Array, *, num_draws: int | None = None,
+                     key: Array | None = None) -> tuple[Array, Array]:
+        """The share of the flows' mass inside the prior support, per observation.
+
+        For a theta-space posterior (``space="theta"``) each member's flow is truncated to the
+        support and normalised by its in-support mass ``Z_hat_k(x)``, a Monte Carlo estimate
+        from ``M`` draws with a fixed key
+        (:func:`~ilijax.estimators._support.truncated_to_support`).
+        This returns the mixture's ``sum_k w_k Z_hat_k(x)``, the expected share of rejection
+        candidates accepted by direct sampling, and the standard error ``sum_k w_k
+        sqrt(Z_hat_k (1 - Z_hat_k) / M)`` (the members' estimates share the key, so their
+        errors may be correlated; the sum of the standard errors bounds the combined one).
+        With the defaults these are the estimates ``log_prob`` uses (before its floor of one
+        draw); pass ``num_draws`` and another ``key`` for an independent estimate. An
+        unconstrained posterior returns mass 1 and error 0 (its draws never leave the
+        support).
+
+        Args:
+            x: One observation or a batch ``(b, *x_shape)``.
+            num_draws: Draws per member and observation (static; default ``M`` = 4096).
+            key: PRNG key of the draws (default: the fixed key of ``log_prob``).
+
+        Returns:
+            ``(mass, stderr)``, shape ``()`` for one observation or ``(b,)``.
+        """
+        x = self._check_x(x)
+        if num_draws is not None:
+            num_draws = check_int("num_draws", num_draws, 1)
+        if key is not None:
+            key = check_key(key)
+        single = self._is_single(x)
+        xb = x[None] if single else x
+        xb, = self._place(xb)
+        mass, se = _mass_program(self, xb, key, num_draws)
+        return (mass[0], se[0]) if single else (mass, se)
 
     def _log_weights(self):
         w = jnp.asarray(self.weights, jnp.float32)
         w = w / jnp.sum(w)
         return jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
 
-    def _mixture(self, theta, x):
-        lps = self._member_log_prob(theta, x)
+    def _mixture(self, theta, x, log_mass=None):
+        lps = self._member_log_prob(theta, x, log_mass)
         logw = self._log_weights()
         return jax.nn.logsumexp(jnp.where(jnp.isfinite(logw), logw + lps, -jnp.inf))
 
-    def _log_prob_pair(self, theta, x):
-        lp = self._mixture(theta, x)
+    def _log_prob_pair(self, theta, x, log_mass=None):
+        lp = self._mixture(theta, x, log_mass)
         if self.method != "npe":
             inside = self._bijector.codomain(theta)
             lp = lp + self.prior.log_prob(theta)
@@ -467,16 +624,18 @@ class Posterior:
         b, n = theta.shape[:2]
         chunk = max(1, _LOG_PROB_CHUNK // self.num_members)
 
+        log_mass = self._batch_log_mass(x)  # theta space: once per observation
+
         def per_obs(args):
-            t, xo = args
-            one = lambda th: self._log_prob_pair(th, xo)  # noqa: E731
+            t, xo, lm = args
+            one = lambda th: self._log_prob_pair(th, xo, lm)  # noqa: E731
             if n <= chunk:
                 return jax.vmap(one)(t)
             return jax.lax.map(one, t, batch_size=chunk)
 
         if b * n <= chunk:
-            return jax.vmap(per_obs)((theta, x))
-        return jax.lax.map(per_obs, (theta, x), batch_size=max(1, chunk // max(n, 1)))
+            return jax.vmap(per_obs)((theta, x, log_mass))
+        return jax.lax.map(per_obs, (theta, x, log_mass), batch_size=max(1, chunk // max(n, 1)))
 
     def _shape_text(self) -> tuple[str, str]:
         one = (f"({self.x_shape[0]},)" if len(self.x_shape) == 1 else str(self.x_shape))
@@ -664,7 +823,12 @@ class Posterior:
                 naming the observations; inside a user's ``jit`` nothing can raise and the
                 draws of such an observation are NaN.
             num_samples: Draws per observation (an int >= 1).
-            method: ``"direct"`` (NPE's own sampler, its default), ``"nuts"`` (the default for
+            method: ``"direct"`` (NPE's own sampler, its default; for a theta-space posterior
+                it rejects draws outside the support, see
+                :func:`~ilijax.estimators._support.truncated_to_support`, estimates the accepted
+                fraction per observation first and warns with a ``UserWarning`` naming the
+                observations where it is below 1%, and warns again naming observations
+                whose draws came out NaN), ``"nuts"`` (the default for
                 NLE/NRE), ``"hmc"``, ``"mala"``, ``"slice"``, ``"aies"``, ``"ess"`` or ``"vi"``
                 (see :mod:`ilijax.samplers`). Every method but ``direct`` works on
                 ``log_prob`` in the unconstrained space of the prior's support, so draws
@@ -698,7 +862,9 @@ class Posterior:
         same structure samples without compiling again (:func:`trace_counts`). Inside a
         user's ``jit`` (the posterior traced) ``direct`` sampling draws ``num_samples`` from
         every member, as the mixture weights are not known when compiling, and the
-        observations are not split over devices (the user's sharding decides).
+        observations are not split over devices (the user's sharding decides); a
+        theta-space posterior then neither estimates the accepted fraction nor warns (its
+        draws are still in the support, or NaN).
         """
         from ilijax import samplers
 
@@ -734,11 +900,17 @@ class Posterior:
         keys = key[None] if single else jax.random.split(key, xb.shape[0])
         t0 = time.perf_counter()
         if method == "direct":
+            accepted = None
+            if self.space == "theta" and not traced:
+                accepted = self._check_support_mass(xb, single)
             out = self._sample_direct(keys, xb, num_samples, chunk_size)
+            if accepted is not None:
+                self._check_nan_draws(out, single)
             if not return_info:
                 return out[0] if single else out
             draws = np.asarray(out)
-            info = self._info("direct", draws[:, None], np.asarray(xb), {}, 1,
+            stats = {} if accepted is None else {"accepted_fraction": accepted}
+            info = self._info("direct", draws[:, None], np.asarray(xb), stats, 1,
                               time.perf_counter() - t0, check=False)
             return (out[0] if single else out), _squeeze_info(info, single)
         if init not in ("sir", "prior"):
@@ -775,6 +947,52 @@ class Posterior:
                           time.perf_counter() - t0, check=c * per_chain > 3)
         out = out[0] if single else out
         return (out, _squeeze_info(info, single)) if return_info else out
+
+    def _check_support_mass(self, xb, single) -> np.ndarray:
+        """The estimated accepted fraction per observation (theta space, eager); warns naming
+        the observations below :data:`SUPPORT_MASS_THRESHOLD`."""
+        xb, = self._place(xb)
+        mass = np.asarray(_mass_program(self, xb, None, None)[0], np.float64)
+        low = mass < SUPPORT_MASS_THRESHOLD
+        if low.any():
+            where = "the observation" if single else f"observations [{_first_bad(low)}]"
+            shown = ", ".join(f"{100 * m:.2g}%" for m in mass[low][:10])
+            warnings.warn(
+                f"only {shown} of the flow's mass lies in the prior support for {where} "
+                f"(estimated from {self._num_mass_draws()} draws); rejection will be slow / "
+                f"draws may be NaN (after {self._max_candidates()} candidates per draw). The "
+                f"observation may lie outside what the simulations cover, or the flow leaks: "
+                f"consider space='unconstrained'",
+                UserWarning,
+                stacklevel=4,
+            )
+        return mass
+
+    def _check_nan_draws(self, out, single) -> None:
+        """Warns naming the observations whose rejection sampler gave up (NaN draws)."""
+        nan = np.asarray(jnp.sum(jnp.any(jnp.isnan(out), axis=-1), axis=1))  # (b,)
+        if nan.any():
+            bad = nan > 0
+            where = "the observation" if single else f"observations [{_first_bad(bad)}]"
+            counts = ", ".join(str(int(c)) for c in nan[bad][:10])
+            warnings.warn(
+                f"draws are NaN for {where} ({counts} of {out.shape[1]}): the rejection "
+                f"sampler found no point in the prior support within "
+                f"{self._max_candidates()} candidates per draw",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    def _num_mass_draws(self) -> int:
+        from ilijax.estimators._support import truncation_parts
+
+        return max(truncation_parts(b).num_mass_draws for b in self._static.bundles)
+
+    def _max_candidates(self) -> int:
+        from ilijax.estimators._support import truncation_parts
+
+        parts = [truncation_parts(b) for b in self._static.bundles]
+        return min(p.num_candidates * p.max_iterations for p in parts)
 
     def _sample_direct(self, keys, xb, num_samples, chunk_size):
         caps = self._caps(num_samples)
@@ -816,15 +1034,17 @@ class Posterior:
 
     # ----------------------------------------------------------------------- MCMC / VI
 
-    def _logdensity_u(self, u, x):
+    def _logdensity_u(self, u, x, log_mass=None):
         """Unnormalised log posterior of ``u`` in the unconstrained space: log density at
-        ``theta = T(u)`` plus ``log |det J_T(u)|`` (the change of variables)."""
+        ``theta = T(u)`` plus ``log |det J_T(u)|`` (the change of variables). For a
+        theta-space posterior ``log_mass`` is :meth:`_member_log_mass` of ``x``, computed once
+        per observation rather than on every step."""
         bijector = self._bijector
         theta = bijector(u)
-        lp = self._log_prob_pair(theta, x) + bijector.log_abs_det_jacobian(u, theta)
+        lp = self._log_prob_pair(theta, x, log_mass) + bijector.log_abs_det_jacobian(u, theta)
         return jnp.where(jnp.isnan(lp), -jnp.inf, lp)
 
-    def _initial_positions(self, key, x, num_chains, init, num_candidates):
+    def _initial_positions(self, key, x, num_chains, init, num_candidates, log_mass=None):
         from ilijax.estimators._support import to_unconstrained
 
         k_prior, k_pick = jax.random.split(key)
@@ -833,7 +1053,7 @@ class Posterior:
         if init == "prior":
             return u[:num_chains]
         # SIR: weights likelihood x prior / prior; for NPE q / prior.
-        logw = jax.vmap(self._mixture, in_axes=(0, None))(theta, x)
+        logw = jax.vmap(self._mixture, in_axes=(0, None, None))(theta, x, log_mass)
         if self.method == "npe":
             logw = logw - self.prior.log_prob(theta)
         logw = jnp.where(jnp.isfinite(logw), logw, -jnp.inf)
@@ -845,17 +1065,18 @@ class Posterior:
     def _mcmc_batch(self, run, num_samples, num_chains, init, num_candidates, chunk_size,
                     keys, xb):
         def one(args):
-            key, x = args
+            key, x, log_mass = args
             k_init, k_run = jax.random.split(key)
-            u0 = self._initial_positions(k_init, x, num_chains, init, num_candidates)
-            logdensity = lambda u: self._logdensity_u(u, x)  # noqa: E731
+            u0 = self._initial_positions(k_init, x, num_chains, init, num_candidates, log_mass)
+            logdensity = lambda u: self._logdensity_u(u, x, log_mass)  # noqa: E731
             u, stats = run(k_run, logdensity, u0, num_samples)
             theta = self._bijector(u)
             return jnp.where(jnp.any(~jnp.isfinite(x)), jnp.nan, theta), stats
 
+        log_mass = self._batch_log_mass(xb)  # theta space: once per observation, not per step
         if chunk_size is None or chunk_size >= xb.shape[0]:
-            return jax.vmap(one)((keys, xb))
-        return jax.lax.map(one, (keys, xb), batch_size=int(chunk_size))
+            return jax.vmap(one)((keys, xb, log_mass))
+        return jax.lax.map(one, (keys, xb, log_mass), batch_size=int(chunk_size))
 
     def _info(self, method, theta, xb, stats, num_chains, seconds, *, check):
         """R-hat and ESS with arviz for every observation and parameter at once, the DataTree,
@@ -905,8 +1126,9 @@ class Posterior:
         names = [(g.spec or {}).get("name", "custom") for g in self.groups]
         shape = (f"x_dim={self.x_dim}" if len(self.x_shape) == 1
                  else f"x_shape={self.x_shape}")
+        space = "" if self.space == "unconstrained" else f"space={self.space!r}, "
         return (
-            f"Posterior(method={self.method!r}, members={self._sizes} of {names}, "
+            f"Posterior(method={self.method!r}, {space}members={self._sizes} of {names}, "
             f"theta_dim={self.theta_dim}, {shape}, "
             f"weights={np.round(self.weights, 3).tolist()})"
         )

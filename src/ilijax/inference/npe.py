@@ -3,8 +3,10 @@
 Trains conditional density estimators ``q(theta | x)`` by maximum likelihood on simulated pairs
 (Papamakarios & Murray 2016, "Fast epsilon-free inference of simulation models with Bayesian
 conditional density estimation"; Greenberg et al. 2019 for the single-round case of APT, which is
-this loss). The estimators learn in the unconstrained space of the prior's support, so the
-posterior is normalised on that support and its draws never leave it.
+this loss). By default the estimators learn in the unconstrained space of the prior's support,
+so the posterior is normalised on that support and its draws never leave it; with
+``space="theta"`` they learn theta itself and the posterior is truncated to the support (sbi's
+leakage correction, :func:`~ilijax.estimators._support.truncated_to_support`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import numpy as np
 from ilijax import data as _data
 from ilijax._checks import check_key
 from ilijax.estimators._base import Estimator
-from ilijax.estimators._support import on_support
+from ilijax.estimators._support import on_support, truncated_to_support
 from ilijax.estimators.embedded import embedding_parts
 from ilijax.inference._ensemble import WEIGHTINGS, ensemble_weights
 from ilijax.inference._members import init_group, member_counts, train_groups
-from ilijax.posterior import Group, Posterior
+from ilijax.posterior import Group, Posterior, check_space
 from ilijax.priors import support_bijector, validate_prior
 from ilijax.train import FitInfo
 
@@ -35,7 +37,9 @@ def npe_loss(estimator: Estimator):
     """The NPE loss ``-mean_i log q(theta_i | x_i)`` for one member and one minibatch.
 
     Args:
-        estimator: The bundle (wrapped by ``on_support`` for bounded priors).
+        estimator: The bundle whose ``log_prob`` is the density of the training theta: wrapped
+            by ``on_support`` in the unconstrained space, the bare core in theta space (its
+            density unnormalised on the support, as sbi trains it).
 
     Returns:
         ``loss(params, batch, key) -> scalar`` with ``batch`` a :class:`ilijax.data.Dataset`.
@@ -67,6 +71,7 @@ def npe(
     nan_policy: str = "drop",
     labels: Sequence[str] | None = None,
     validation_fraction: float = 0.1,
+    space: str = "unconstrained",
     **fit_options,
 ) -> tuple[Posterior, FitInfo]:
     """Trains an NPE ensemble on ``(theta, x)`` pairs and returns its posterior.
@@ -90,6 +95,29 @@ def npe(
         nan_policy: ``"drop"`` (warn with a count) or ``"raise"`` for non-finite rows.
         labels: Parameter names for plots.
         validation_fraction: Share of rows held out for early stopping and weights.
+        space: Where the flows learn, ``"unconstrained"`` (default) or ``"theta"``.
+
+            - ``"unconstrained"``: the flow models ``u = T^{-1}(theta)``, ``T`` the prior's
+              support bijection (a scaled sigmoid for a box), and the posterior is its
+              pushforward (:func:`ilijax.estimators.on_support`): exactly normalised on the
+              support, direct draws cost one flow pass each. Near a box edge, though, a
+              posterior that is cut by the edge becomes an exponential tail in ``u``, which
+              a spline flow's linear tails fit poorly.
+            - ``"theta"``: the flow models theta itself (z-scored by the training theta) and
+              is trained unnormalised, as sbi does; the posterior is the flow truncated to
+              the support (:func:`~ilijax.estimators._support.truncated_to_support`): ``log_prob``
+              divides by the in-support mass ``Z(x)``, estimated from ``M = 4096`` flow
+              draws with a fixed key (deterministic; standard error
+              ``sqrt(Z (1 - Z) / M)``, see :meth:`Posterior.support_mass`), so every
+              ``log_prob`` observation costs ``M`` flow draws per member on top of the
+              density; direct sampling rejects draws outside the support (``1 / Z(x)``
+              candidates per draw on average; NaN after 2048 candidates) and warns where the
+              estimated mass is below 1%.
+
+            Pick ``"theta"`` for box priors whose posteriors sit against an edge (cut by
+            it), where it fits better; keep ``"unconstrained"`` for posteriors inside the
+            support, for unbounded or one-sided supports where the bijection costs nothing,
+            and where ``log_prob`` must be cheap or exactly normalised.
         **fit_options: Passed to :func:`ilijax.fit` unchanged (``optimizer``, ``learning_rate``,
             ``batch_size``, ``max_epochs``, ``patience``, ``clip_norm``, ``progress``, ``shard``).
 
@@ -110,17 +138,19 @@ def npe(
     prior = validate_prior(prior)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"Expected weighting in {WEIGHTINGS}; got {weighting!r}")
+    space = check_space(space)
     estimators = check_estimators(estimator, ensemble)
     dataset = _data.check_data(theta, x, nan_policy=nan_policy)
-    bijector = check_npe_dataset(prior, dataset, stacklevel=3,
+    bijector = check_npe_dataset(prior, dataset, stacklevel=3, warn_edge=space != "theta",
                                  embedded=all_embedded(estimators))
 
     k_split, k_init, k_fit = jax.random.split(key, 3)
     train, val = _data.split(k_split, dataset, validation_fraction)
+    make_bundle, make_trained = space_bundles(space, prior, bijector)
     wrapped, params, info = train_groups(
         k_init, k_fit, estimators, ensemble, train, val,
-        make_bundle=lambda e: on_support(e, bijector),
-        make_loss=lambda e: npe_loss(on_support(e, bijector)),
+        make_bundle=make_bundle,
+        make_loss=lambda e: npe_loss(make_trained(e)),
         fit_options=dict(validation_fraction=validation_fraction, **fit_options),
     )
 
@@ -128,11 +158,24 @@ def npe(
     x_shape = dataset.x.shape[1:]
     member_lp = None
     if weighting == "stacking":
-        probe = Posterior(groups, np.ones(info.epochs.size), prior, x_shape=x_shape)
+        probe = Posterior(groups, np.ones(info.epochs.size), prior, x_shape=x_shape,
+                          space=space)
         member_lp = jax.jit(jax.vmap(probe.member_log_prob))(val.theta, val.x)
     weights = ensemble_weights(weighting, info.best_validation_loss, info.diverged, member_lp)
-    posterior = Posterior(groups, weights, prior, x_shape=x_shape, method="npe", labels=labels)
+    posterior = Posterior(groups, weights, prior, x_shape=x_shape, method="npe", labels=labels,
+                          space=space)
     return posterior, info
+
+
+def space_bundles(space: str, prior, bijector):
+    """``(make_bundle, make_trained)`` for ``space``: the member bundle the posterior evaluates
+    and the bundle whose ``log_prob`` the loss maximises on the training theta (on_support for
+    both in the unconstrained space; in theta space the truncated bundle, and the bare core,
+    whose normaliser ``Z(x)`` is not estimated per training row)."""
+    if space == "theta":
+        return (lambda e: truncated_to_support(e, prior)), (lambda e: e)
+    wrap = lambda e: on_support(e, bijector)  # noqa: E731
+    return wrap, wrap
 
 
 # Set-up shared with ``ilijax.inference.sequential`` (SNPE trains the same bundles round by round).

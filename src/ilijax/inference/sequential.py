@@ -30,11 +30,16 @@ import numpy as np
 from ilijax import data as _data
 from ilijax._checks import check_float, check_int, check_key
 from ilijax.estimators._base import Estimator
-from ilijax.estimators._support import on_support
 from ilijax.inference._ensemble import ensemble_weights
 from ilijax.inference._members import member_counts, shares_embedding
-from ilijax.inference.npe import check_estimators, check_npe_dataset, init_members, npe_loss
-from ilijax.posterior import Group, Posterior
+from ilijax.inference.npe import (
+    check_estimators,
+    check_npe_dataset,
+    init_members,
+    npe_loss,
+    space_bundles,
+)
+from ilijax.posterior import Group, Posterior, check_space
 from ilijax.priors import validate_prior
 from ilijax.simulate import run_simulator
 from ilijax.train import FitInfo, fit
@@ -213,7 +218,9 @@ def apt_loss(estimator: Estimator, prior, num_atoms: int = 10):
         loss_i = -log [ (q(theta_i | x_i) / p(theta_i)) / sum_j (q(theta_j | x_i) / p(theta_j)) ],
 
     the sum running over the atoms of row ``i``; the loss is the mean over rows. ``q`` is the
-    estimator's density in theta-space (wrap it with ``on_support``) and ``p`` the prior.
+    estimator's density in theta-space (wrap it with ``on_support``; a theta-space core
+    may be given bare, as its in-support mass ``Z(x_i)`` cancels between the atoms of row
+    ``i``) and ``p`` the prior.
     Whatever proposal the rows were drawn from, the loss is minimised by ``q`` equal to the true
     posterior (Greenberg et al. 2019, Proposition 1 with atomic proposals), which is what lets
     later rounds train on proposal draws. With fewer rows than ``num_atoms`` (a small last
@@ -308,6 +315,7 @@ def sequential(
     labels: Sequence[str] | None = None,
     on_round: Callable[[SequentialState], None] | None = None,
     resume: SequentialState | Mapping[str, Any] | None = None,
+    space: str = "unconstrained",
     **fit_options,
 ) -> tuple[Posterior, list[RoundInfo]]:
     """Multi-round inference for one observation ``x_obs`` (SNPE-C/APT, SNLE or SNRE).
@@ -349,8 +357,16 @@ def sequential(
             dict, to continue a killed run at the next round; call with the same key,
             simulator, prior, ``x_obs``, method and options (method, key, ``x_obs`` and the
             budgets of the rounds done are checked, ``ValueError`` on a mismatch).
+        space: For ``"npe"``: ``"unconstrained"`` (default) or ``"theta"``, as in
+            :func:`ilijax.inference.npe.npe`. In theta space round 1 trains the bare flow by
+            maximum likelihood and later rounds by the APT loss on it (the in-support mass
+            cancels between the atoms of a row), and proposals are drawn by rejection into
+            the support. Other methods accept only ``"unconstrained"``.
         **fit_options: Passed to :func:`ilijax.fit` (``max_epochs``, ``batch_size``,
-            ``learning_rate``, ``patience``, ...); ``validation_fraction`` (default 0.1) is the
+            ``learning_rate``, ``patience``, ...), with ``schedule="constant"`` unless given
+            (sbi's training per round: Adam 5e-4, early stopping after 20 epochs; fit's
+            default fixed-length cosine run would spend 40,000 steps on every round);
+            ``validation_fraction`` (default 0.1) is the
             share of each round's simulations held out. ``checkpoint_every`` and
             ``on_checkpoint`` apply to every round's training (each round's states start again
             at epoch 0); a round itself resumes from its start.
@@ -385,6 +401,10 @@ def sequential(
     prior = validate_prior(prior)
     if method not in METHODS:
         raise ValueError(f"Expected method in {METHODS}; got {method!r}")
+    space = check_space(space)
+    if method != "npe" and space != "unconstrained":
+        raise ValueError(f"Expected space='unconstrained' for method={method!r} (theta space is "
+                         f"an NPE option); got space={space!r}")
     rounds = _check_int("rounds", rounds, 1)
     if on_round is not None and not callable(on_round):
         raise ValueError(f"Expected on_round to be callable; got {on_round!r}")
@@ -413,10 +433,16 @@ def sequential(
         raise ValueError(f"Expected classifier=None for method={method!r} (it is used by 'nre')")
     x_obs = _check_x_obs(x_obs)
     validation_fraction = fit_options.pop("validation_fraction", 0.1)
+    # Rounds are short and retrained (or warm-started) every round: sbi's constant rate with
+    # early stopping, not fit's fixed-length cosine run (40,000 steps per round), unless asked.
+    fit_options.setdefault("schedule", "constant")
     check_float("validation_fraction", validation_fraction, low=0.0, high=1.0)
     key_data = np.asarray(jax.random.key_data(key) if jnp.issubdtype(
         key.dtype, jax.dtypes.prng_key) else key, np.uint32)
     state = _check_resume(resume, method, key_data, x_obs, budgets, prior)
+    if state is not None and state.posterior.space != space:
+        raise ValueError(f"Expected a resume state of space {space!r}; got "
+                         f"{state.posterior.space!r}")
 
     if method == "npe":
         estimators = check_estimators(estimator, ensemble)
@@ -427,7 +453,7 @@ def sequential(
                 "member, embedding included); got an estimator with share_embedding=True"
             )
         trainer = _SNPE(prior, estimators, ensemble, num_atoms,
-                        validation_fraction, labels, progress, fit_options)
+                        validation_fraction, labels, progress, fit_options, space)
     else:
         trainer = _Retrain(method, prior, estimator, classifier, ensemble, num_atoms,
                            validation_fraction, labels, progress, fit_options)
@@ -529,8 +555,9 @@ class _SNPE:
     """SNPE-C: NPE in round 1, then the atomic APT loss on all simulations, warm-started."""
 
     def __init__(self, prior, estimators, ensemble, num_atoms, validation_fraction, labels,
-                 progress, fit_options):
+                 progress, fit_options, space="unconstrained"):
         self.prior, self.estimators, self.ensemble = prior, estimators, ensemble
+        self.space = space
         self.num_atoms, self.validation_fraction = num_atoms, validation_fraction
         self.labels, self.progress, self.fit_options = labels, progress, fit_options
         self.train, self.val, self.params = [], [], None
@@ -549,22 +576,25 @@ class _SNPE:
         _, k_init, k_fit = jax.random.split(key, 3)
         # The proposal's own draws may round onto a closed boundary in float32; only the
         # prior's are reported (as npe does).
-        bijector = check_npe_dataset(self.prior, new, stacklevel=4, warn_edge=r == 0)
+        bijector = check_npe_dataset(self.prior, new, stacklevel=4,
+                                     warn_edge=r == 0 and self.space != "theta")
         self.restore(key, new)
         train, val = _concat(self.train), _concat(self.val)
-        wrapped = [on_support(e, bijector) for e in self.estimators]
+        make_bundle, make_trained = space_bundles(self.space, self.prior, bijector)
+        wrapped = [make_bundle(e) for e in self.estimators]
+        trained = [make_trained(e) for e in self.estimators]
         if r == 0:
             self.params = init_members(k_init, wrapped, self.ensemble, train)
-            losses = [npe_loss(w) for w in wrapped]
+            losses = [npe_loss(t) for t in trained]
         else:
-            losses = [apt_loss(w, self.prior, self.num_atoms) for w in wrapped]
+            losses = [apt_loss(t, self.prior, self.num_atoms) for t in trained]
         self.params, info = fit(k_fit, self.params, losses, train, val,
                                 progress=self.progress, **self.fit_options)
         groups = [Group(w, p, e.spec)
                   for w, p, e in zip(wrapped, self.params, self.estimators, strict=True)]
         weights = ensemble_weights("softmax", info.best_validation_loss, info.diverged)
         posterior = Posterior(groups, weights, self.prior, x_dim=new.x.shape[1], method="npe",
-                              labels=self.labels)
+                              labels=self.labels, space=self.space)
         return posterior, info
 
 

@@ -103,7 +103,8 @@ def _load_rows(path: Path) -> list[dict[str, Any]]:
 
 def _row_key(row: dict[str, Any]) -> tuple:
     return (row["task"], row["method"], row["sims"], row["ensemble"],
-            row.get("weighting", "softmax"))
+            row.get("weighting", "softmax"), row.get("sampler", {}).get("method", "nuts"),
+            tuple(row["observations"]), row.get("space") or "unconstrained")
 
 
 def published() -> dict[tuple, dict[str, Any]]:
@@ -124,7 +125,7 @@ def _train(method: str, key, task, theta, x, ensemble: int, args):
                   weighting=args.weighting, **training_options(args, theta.shape[0]))
     if method == "npe":
         return ilijax.npe(key, theta, x, estimator=ilijax.estimators.nsf(hidden=50,
-                          transforms=5), **common)
+                          transforms=5), space=args.space, **common)
     if method == "nle":
         return ilijax.nle(key, theta, x, estimator=ilijax.estimators.maf(hidden=50,
                           transforms=5), **common)
@@ -161,7 +162,9 @@ def _training_label(args, method: str) -> str:
 
 
 def _mcmc_options(args) -> dict[str, Any]:
-    return {"method": "nuts", "num_chains": args.chains, "num_warmup": args.warmup,
+    if args.sampler == "default":  # what Posterior.sample does without options
+        return {}
+    return {"method": args.sampler, "num_chains": args.chains, "num_warmup": args.warmup,
             "num_candidates": max(10 * args.chains, 1000)}
 
 
@@ -186,7 +189,8 @@ def run_amortised(method, task, sims, ensemble, refs, args) -> dict[str, Any]:
             print(f"    warning: {w.message}", flush=True)
         draws = np.asarray(draws)
         extra = {"rhat_max": np.asarray(si.rhat).max(axis=-1).round(4).tolist(),
-                 "sampler": _mcmc_options(args),
+                 "sampler": {"method": si.method, "num_chains": int(si.num_chains),
+                             **_mcmc_options(args)},
                  "sampler_warnings": [str(w.message) for w in caught]}
     sample_s = time.perf_counter() - t0
     fit = {"epochs": np.asarray(info.epochs).tolist(),
@@ -253,7 +257,7 @@ def run_cell(task, method, sims, ensemble, refs, args, pub) -> dict[str, Any]:
     p = pub.get((task.name, method, sims))
     row = {
         "task": task.name, "method": method, "sims": sims, "ensemble": ensemble,
-        "weighting": args.weighting,
+        "weighting": args.weighting, "space": args.space if method.endswith("npe") else None,
         "quick": bool(args.quick),
         "observations": [r.num_observation for r in refs],
         "reference_source": sorted({r.source for r in refs}),
@@ -300,6 +304,19 @@ def _refresh(rows: list[dict[str, Any]], pub) -> list[dict[str, Any]]:
             p, r["observations"])
         r["difference_se"] = None if p is None else _paired_se(p, r)
     return rows
+
+
+def restrict(row: dict[str, Any], numbers: list[int]) -> dict[str, Any]:
+    """``row`` scored on the observations in ``numbers`` only (e.g. the ones a default was not
+    chosen on); its per-observation C2ST and summary recomputed from them."""
+    keep = [i for i, k in enumerate(row["observations"]) if k in numbers]
+    if not keep:
+        raise ValueError(f"row {_row_key(row)} has none of the observations {numbers}")
+    a = np.asarray(row["c2st_per_observation"])[keep]
+    return {**row, "observations": [row["observations"][i] for i in keep],
+            "c2st_per_observation": a.tolist(), "c2st_mean": float(a.mean()),
+            "c2st_std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+            "c2st_min": float(a.min()), "c2st_max": float(a.max())}
 
 
 def _paired_se(p: dict[str, Any], row: dict[str, Any]) -> float | None:
@@ -353,9 +370,9 @@ def _obs_label(numbers: list[int]) -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The table as markdown (for the README), one line per cell."""
-    lines = ["| task | method | sims | members | weights | obs | ilijax C2ST (mean ± sd) | "
-             "published | difference ± se | verdict | train s | sample s |",
-             "|---|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|"]
+    lines = ["| task | method | sims | members | weights | sampler | obs | ilijax C2ST "
+             "(mean ± sd) | published | difference ± se | verdict | train s | sample s |",
+             "|---|---|---:|---:|---|---|---:|---:|---:|---:|---|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["task"], METHODS.index(r["method"]), r["sims"],
                                          r["ensemble"], r.get("weighting", "softmax"))):
         pub = r.get("published_mean_same_obs")
@@ -363,7 +380,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         c = f"{r['c2st_mean']:.3f} ± {r['c2st_std']:.3f}"
         lines.append(
             f"| {r['task']} | {r['method'].upper()} | {r['sims']} | {r['ensemble']} | "
-            f"{r.get('weighting', 'softmax')} | {_obs_label(r['observations'])} | "
+            f"{r.get('weighting', 'softmax')} | {r.get('sampler', {}).get('method', 'direct')}"
+            + (" (theta space)" if r.get("space") == "theta" else "") + " | "
+            f"{_obs_label(r['observations'])} | "
             + (f"**{c}**" if win else c) + " | "
             + ("-" if pub is None else f"{pub:.3f}") + " | "
             + ("-" if pub is None else f"{r['c2st_mean'] - pub:+.3f}")
@@ -380,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ensemble", nargs="+", type=int, default=[1])
     ap.add_argument("--weighting", default="softmax", choices=["softmax", "uniform", "stacking"],
                     help="ensemble weights (npe/nle/nre)")
+    ap.add_argument("--space", default="unconstrained", choices=["unconstrained", "theta"],
+                    help="npe: learn in the prior support's unconstrained space, or in theta "
+                         "space truncated to the support by rejection (sbi's way)")
     ap.add_argument("--num-obs", type=int, default=10, help="sbibm observations 1..num_obs")
     ap.add_argument("--obs", nargs="+", type=int, default=None,
                     help="these sbibm observations instead (e.g. 6 7 8 9 10: score on the "
@@ -397,10 +419,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--max-epochs", type=int, default=1000, help="epoch cap (constant)")
     ap.add_argument("--patience", type=int, default=20, help="early stopping (constant)")
-    ap.add_argument("--chains", type=int, default=100, help="NUTS chains per observation")
+    ap.add_argument("--sampler", default="nuts",
+                    choices=["default", "nuts", "hmc", "mala", "slice"],
+                    help="MCMC of the nle/nre cells with --chains and --warmup (sbibm used "
+                         "slice sampling); default: Posterior.sample's own choice, no options")
+    ap.add_argument("--chains", type=int, default=100, help="MCMC chains per observation")
     ap.add_argument("--warmup", type=int, default=500, help="NUTS warm-up steps per chain")
     ap.add_argument("--rounds", type=int, default=10, help="rounds of the sequential methods")
-    ap.add_argument("--c2st-epochs", type=int, default=500, help="epoch cap of the classifier")
+    ap.add_argument("--c2st-epochs", type=int, default=10_000,
+                    help="epoch cap of the classifier (sbibm: max_iter 10,000, i.e. run to "
+                         "convergence; the row records the folds that hit it)")
     ap.add_argument("--reference", default="auto", choices=["auto", "sbibm", "ilijax"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true",
@@ -415,7 +443,10 @@ def main(argv: list[str] | None = None) -> int:
         args.lr = 5e-4 if args.schedule == "constant" else 1e-3
     if args.table:
         out = args.out or DEFAULT_OUT
-        rows = _refresh(_load_rows(out), published())
+        rows = _load_rows(out)
+        if args.obs is not None:  # the rows' scores on these observations only
+            rows = [restrict(r, args.obs) for r in rows]
+        rows = _refresh(rows, published())
         print(markdown(rows) if args.markdown else table(rows))
         return 0
     if args.quick:

@@ -195,3 +195,13 @@ def test_resolved_config_round_trips(tmp_path):
     cfg = pipeline.load_config([EXAMPLES / "toy_npe.yaml"])
     again = pipeline.validate_config(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
     assert again == cfg
+
+
+def test_space_is_an_npe_option():
+    cfg = pipeline.validate_config({"inference": {"method": "snpe", "space": "theta"}})
+    assert cfg.inference.space == "theta"
+    assert pipeline.validate_config({}).inference.space == "unconstrained"
+    with pytest.raises(ConfigError, match=r"space: 'theta' is for npe/snpe .* method is 'nle'"):
+        pipeline.validate_config({"inference": {"method": "nle", "space": "theta"}})
+    with pytest.raises(ConfigError, match=r"inference.space"):
+        pipeline.validate_config({"inference": {"space": "logit"}})

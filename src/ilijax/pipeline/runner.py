@@ -464,7 +464,8 @@ def _inference_stage(cfg: Config, out: Path, prefix: str, sd: StageData, log, fi
             f"({', '.join(signatures)}) on {sd.theta.shape[0]} pairs"
             + (f", resuming from epoch {resumed_epoch}" if resumed_epoch else ""))
         if inf.method == "npe":
-            posterior, info = ilijax.npe(key, sd.theta, sd.x, estimator=bundles, **common)
+            posterior, info = ilijax.npe(key, sd.theta, sd.x, estimator=bundles,
+                                         space=inf.space, **common)
         elif inf.method == "nle":
             posterior, info = ilijax.nle(key, sd.theta, sd.x, estimator=bundles, **common)
         else:
@@ -494,6 +495,7 @@ def _inference_stage(cfg: Config, out: Path, prefix: str, sd: StageData, log, fi
             rounds=inf.train.num_round, simulations_per_round=per_round,
             ensemble=counts, labels=labels, nan_policy=cfg.data.nan_policy,
             progress=result.progress, **{bundle_key: bundles},
+            **({"space": inf.space} if inf.method == "snpe" else {}),
             on_round=_checkpoint.writer(ckpt, config_hash, state_to_arrays),
             resume=resume, **_fit_options(cfg))
         ckpt.unlink(missing_ok=True)

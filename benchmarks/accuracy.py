@@ -52,6 +52,7 @@ import os
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
 
 import argparse  # noqa: E402
+import csv  # noqa: E402
 import datetime as _dt  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -104,6 +105,7 @@ def _load_rows(path: Path) -> list[dict[str, Any]]:
 def _row_key(row: dict[str, Any]) -> tuple:
     return (row["task"], row["method"], row["sims"], row["ensemble"],
             row.get("weighting", "softmax"), row.get("sampler", {}).get("method", "nuts"),
+            row.get("sampler", {}).get("num_chains"), row.get("sampler", {}).get("num_warmup"),
             tuple(row["observations"]), row.get("space") or "unconstrained")
 
 
@@ -115,8 +117,18 @@ def published() -> dict[tuple, dict[str, Any]]:
     for c in data["cells"]:
         out[(c["task"], c["algorithm"].lower(), int(c["num_simulations"]))] = {
             "mean": c["c2st_mean"], "std": c["c2st_std"], "n": c["n"],
-            "per_observation": c["c2st_per_observation"],
+            "per_observation": c["c2st_per_observation"], "rt": None,
         }
+    # The re-run's own run time per observation (its "rt" column, one sbi run per observation
+    # on the maintainers' machines: not comparable in absolute terms, a scale for the cost).
+    rts: dict[tuple, list[float]] = {}
+    with open(PUBLISHED_FILE.with_name("sbibm_published_rows.csv")) as fh:
+        for r in csv.DictReader(fh):
+            k = (r["task"], r["algorithm"].lower(), int(r["num_simulations"]))
+            rts.setdefault(k, []).append(float(r["rt"]))
+    for k, v in rts.items():
+        if k in out:
+            out[k]["rt"] = float(np.mean(v))
     return out
 
 
@@ -303,6 +315,7 @@ def _refresh(rows: list[dict[str, Any]], pub) -> list[dict[str, Any]]:
         r["published_mean_same_obs"] = None if p is None else _mean_same_numbers(
             p, r["observations"])
         r["difference_se"] = None if p is None else _paired_se(p, r)
+        r["published_rt"] = None if p is None else p["rt"]
     return rows
 
 
@@ -371,8 +384,9 @@ def _obs_label(numbers: list[int]) -> str:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The table as markdown (for the README), one line per cell."""
     lines = ["| task | method | sims | members | weights | sampler | obs | ilijax C2ST "
-             "(mean ± sd) | published | difference ± se | verdict | train s | sample s |",
-             "|---|---|---:|---:|---|---|---:|---:|---:|---:|---|---:|---:|"]
+             "(mean ± sd) | published | difference ± se | verdict | train s | sample s | "
+             "sbibm rt |",
+             "|---|---|---:|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["task"], METHODS.index(r["method"]), r["sims"],
                                          r["ensemble"], r.get("weighting", "softmax"))):
         pub = r.get("published_mean_same_obs")
@@ -387,7 +401,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             + ("-" if pub is None else f"{pub:.3f}") + " | "
             + ("-" if pub is None else f"{r['c2st_mean'] - pub:+.3f}")
             + ("" if r.get("difference_se") is None else f" ± {r['difference_se']:.3f}")
-            + f" | {verdict(r)} | {r['train_s']:.0f} | {r['sample_s']:.0f} |")
+            + f" | {verdict(r)} | {r['train_s']:.0f} | {r['sample_s']:.0f} | "
+            + ("-" if r.get("published_rt") is None else f"{r['published_rt']:.1f}") + " |")
     return "\n".join(lines)
 
 

@@ -1,29 +1,19 @@
 """fit's training schedules (issue 14): the default cosine run and sbi's constant rate, in the
 Python API and in the pipeline's configs.
 
-The model is a Gaussian with two parameters per member (no networks, as in test_train.py), so
-a run is fast and its optimum is known.
+The model is test_train.py's Gaussian with two parameters per member (no networks), so a run is
+fast and its optimum is known.
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from test_train import gauss_loss, init_gauss  # the known-answer Gaussian model
 
 from ilijax import pipeline
 from ilijax.pipeline import ltu_ili
 from ilijax.train import cosine_epochs, fit, stack_members
-
-
-def gauss_loss(p, batch, key):
-    del key
-    lp = jax.scipy.stats.norm.logpdf(batch["y"], p["mu"], jnp.exp(p["log_sigma"]))
-    return -jnp.mean(jnp.sum(lp, axis=-1))
-
-
-def init_gauss(key):
-    return {"mu": jax.random.normal(key, (2,)), "log_sigma": jnp.zeros(2)}
 
 
 @pytest.fixture(scope="module")

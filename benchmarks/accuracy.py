@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--max-epochs", type=int, default=1000, help="epoch cap (constant)")
     ap.add_argument("--patience", type=int, default=20, help="early stopping (constant)")
-    ap.add_argument("--sampler", default="nuts",
+    ap.add_argument("--sampler", default="default",
                     choices=["default", "nuts", "hmc", "mala", "slice"],
                     help="MCMC of the nle/nre cells with --chains and --warmup (sbibm used "
                          "slice sampling); default: Posterior.sample's own choice, no options")

@@ -30,7 +30,8 @@ def test_accuracy_benchmark_smoke(tmp_path, capsys):
     rc = acc.main(["--tasks", "two_moons", "--methods", "npe", "nre", "--sims", "1000",
                    "--num-obs", "2", "--num-samples", "400", "--schedule", "cosine",
                    "--steps", "40",
-                   "--c2st-epochs", "5", "--chains", "2", "--warmup", "10", "--out", str(out)])
+                   "--c2st-epochs", "5", "--sampler", "nuts", "--chains", "2", "--warmup", "10",
+                   "--out", str(out)])
     assert rc == 0
     data = json.loads(out.read_text())
     rows = {r["method"]: r for r in data["rows"]}

@@ -28,7 +28,7 @@ def test_nle_posterior_matches_the_analytic_posterior(trained):
     theta0 = task.prior.sample(jax.random.key(5), (4,))
     x = jax.vmap(task.simulator)(jax.random.split(jax.random.key(6), 4), theta0)
     draws, si = post.sample(jax.random.key(7), x, 2000, return_info=True)
-    assert draws.shape == (4, 2000, 2) and si.method == "nuts" and si.num_chains == 4
+    assert draws.shape == (4, 2000, 2) and si.method == "nuts" and si.num_chains == 31
     exact = ilijax.tasks.ExactPosterior(task)
     ref = exact.sample(jax.random.key(8), x, 20_000)
     m_ref, s_ref = np.asarray(ref.mean(1)), np.asarray(ref.std(1))

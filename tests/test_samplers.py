@@ -1,5 +1,7 @@
 """The MCMC samplers: invariance of a known target, a negative control, errors."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -234,3 +236,15 @@ def test_default_chains():
     assert samplers.default_num_chains("aies", 5) == 20
     assert samplers.default_num_chains("ess", 2) == 16
     assert samplers.default_num_chains("vi", 5) == 16
+    # Many short chains for the single-chain samplers: one per 64 draws, 4 to 32.
+    assert [samplers.default_num_chains("nuts", 2, n) for n in (10, 256, 1000, 2048, 10**5)] \
+        == [4, 4, 15, 32, 32]
+    assert samplers.default_num_chains("aies", 5, 10**5) == 20
+
+
+def test_rhat_threshold_follows_the_ess_identity():
+    # R-hat ~ sqrt(1 + m / ESS) (Vats & Knudson 2021): the threshold is the R-hat of 400
+    # effective draws for m chains, never below 1.01 (Vehtari et al. 2021).
+    assert samplers.rhat_threshold(4) == 1.01
+    assert samplers.rhat_threshold(32) == pytest.approx(math.sqrt(1.08))
+    assert samplers.rhat_threshold(32, ess_target=3200) == 1.01

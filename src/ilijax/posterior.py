@@ -165,7 +165,8 @@ class SamplingInfo(NamedTuple):
     seconds: float
 
 
-#: R-hat above this marks an observation whose chains disagree (Vehtari et al. 2021).
+#: R-hat above this marks an observation whose chains disagree (Vehtari et al. 2021), for up
+#: to 4 chains; more chains get the higher threshold of :func:`ilijax.samplers.rhat_threshold`.
 RHAT_THRESHOLD = 1.01
 
 
@@ -839,10 +840,12 @@ class Posterior:
                 are present, the observations are split over them (same draws as on one).
             return_info: Also return a :class:`SamplingInfo` (R-hat, ESS, sampler statistics
                 and an arviz DataTree); computed on the host, so not inside a ``jit``.
-            num_chains: Chains per observation (MCMC); default 4, or ``max(4 dim, 16)``
-                walkers for ``aies``/``ess``. Each chain keeps ``ceil(num_samples /
-                num_chains)`` draws after warm-up and thinning, and the first ``num_samples``
-                of the chains laid end to end are returned.
+            num_chains: Chains per observation (MCMC); default one per 64 draws, between 4
+                and 32 (many short chains from SIR starts: better C2ST in the same time on
+                multimodal posteriors, see :func:`ilijax.samplers.default_num_chains`), or
+                ``max(4 dim, 16)`` walkers for ``aies``/``ess``. Each chain keeps
+                ``ceil(num_samples / num_chains)`` draws after warm-up and thinning, and the
+                first ``num_samples`` of the chains laid end to end are returned.
             init: Starting points of the chains: ``"sir"`` (default: ``num_candidates`` prior
                 draws, of which ``num_chains`` are picked without replacement with
                 probabilities proportional to likelihood x prior / prior, i.e. sampling
@@ -856,7 +859,9 @@ class Posterior:
         Returns:
             ``(num_samples, theta_dim)`` for one observation, ``(b, num_samples, theta_dim)``
             for a batch; with ``return_info`` a pair ``(draws, SamplingInfo)``. MCMC methods
-            warn (naming them) about observations whose R-hat exceeds 1.01.
+            warn (naming them) about observations whose R-hat exceeds 1.01 (up to 4 chains;
+            for more chains the value that corresponds to 400 effective draws,
+            :func:`ilijax.samplers.rhat_threshold`: 1.039 for 32).
 
         The compiled programs take the posterior as an argument: a second posterior of the
         same structure samples without compiling again (:func:`trace_counts`). Inside a
@@ -915,8 +920,8 @@ class Posterior:
             return (out[0] if single else out), _squeeze_info(info, single)
         if init not in ("sir", "prior"):
             raise ValueError(f"Expected init in ('sir', 'prior'); got {init!r}")
-        chains = samplers.default_num_chains(method, self.theta_dim) if num_chains is None \
-            else check_int("num_chains", num_chains, 1)
+        chains = (samplers.default_num_chains(method, self.theta_dim, num_samples)
+                  if num_chains is None else check_int("num_chains", num_chains, 1))
         num_candidates = check_int("num_candidates", num_candidates, 1)
         if num_candidates < chains:
             raise ValueError(
@@ -1080,18 +1085,25 @@ class Posterior:
 
     def _info(self, method, theta, xb, stats, num_chains, seconds, *, check):
         """R-hat and ESS with arviz for every observation and parameter at once, the DataTree,
-        and a warning naming observations whose R-hat exceeds ``RHAT_THRESHOLD``."""
+        and a warning naming observations whose R-hat exceeds the threshold for ``num_chains``
+        chains (:func:`ilijax.samplers.rhat_threshold`)."""
         import arviz as az
         import xarray as xr
 
+        from ilijax.samplers import rhat_threshold
+
         b, c, per_chain, d = theta.shape
         coords = {"obs": np.arange(b), "parameter": list(self.labels)}
-        idata = az.from_dict(
-            {"posterior": {"theta": theta.transpose(1, 2, 0, 3)},
-             "observed_data": {"x": xb}},
-            dims={"theta": ["obs", "parameter"], "x": ["obs", *x_dims(xb.ndim - 1)]},
-            coords=coords,
-        )
+        with warnings.catch_warnings():
+            # Many short chains can outnumber their draws; the layout is ours, not a mistake.
+            warnings.filterwarnings("ignore", "Found chain dimension to be longer",
+                                    UserWarning)
+            idata = az.from_dict(
+                {"posterior": {"theta": theta.transpose(1, 2, 0, 3)},
+                 "observed_data": {"x": xb}},
+                dims={"theta": ["obs", "parameter"], "x": ["obs", *x_dims(xb.ndim - 1)]},
+                coords=coords,
+            )
         chain_stats = {k: v for k, v in stats.items() if v.shape[:2] == (b, c)}
         if chain_stats:
             idata["sample_stats"] = xr.DataTree(xr.Dataset(
@@ -1106,13 +1118,14 @@ class Posterior:
                 ess = np.asarray(az.ess(idata, var_names=["theta"], method="bulk")[
                     "theta"]).reshape(b, d)
             worst = np.nanmax(np.where(np.isfinite(rhat), rhat, np.inf), axis=1)
-            bad = np.flatnonzero(worst > RHAT_THRESHOLD)
+            threshold = rhat_threshold(c)
+            bad = np.flatnonzero(worst > threshold)
             if bad.size:
                 shown = ", ".join(f"{i} ({worst[i]:.3f})" for i in bad[:10])
                 more = f" and {bad.size - 10} more" if bad.size > 10 else ""
                 warnings.warn(
-                    f"{bad.size} of {b} observations have R-hat > {RHAT_THRESHOLD} with "
-                    f"method={method!r} (index (max R-hat)): {shown}{more}. Their chains "
+                    f"{bad.size} of {b} observations have R-hat > {threshold:.3g} ({c} chains) "
+                    f"with method={method!r} (index (max R-hat)): {shown}{more}. Their chains "
                     f"disagree (multimodal posterior or too few steps): raise num_warmup or "
                     f"num_samples, or check with more chains",
                     RuntimeWarning,

@@ -135,7 +135,7 @@ def _adapted_hmc(key, algorithm, logdensity_fn, init, num_samples, *, num_warmup
     return jax.vmap(one_chain)(jax.random.split(key, chains), init)
 
 
-def nuts(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: int = 1,
+def nuts(key, logdensity_fn, init, num_samples, *, num_warmup: int = 200, thin: int = 1,
          target_acceptance: float = 0.8, max_num_doublings: int = 10):
     """NUTS with window adaptation, every chain on its own (see the module docstring).
 
@@ -144,7 +144,9 @@ def nuts(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: 
         logdensity_fn: ``u -> log density`` of one point in the unconstrained space.
         init: ``(num_chains, dim)`` starting points.
         num_samples: Total draws over the chains (each chain keeps ``ceil(n / num_chains)``).
-        num_warmup: Adaptation steps per chain (discarded).
+        num_warmup: Adaptation steps per chain (discarded). 200 by default, measured with
+            the many short chains ``Posterior.sample`` runs by default (see
+            :func:`ilijax.samplers.default_num_chains`); raise it for few long chains.
         thin: Keep every ``thin``-th step.
         target_acceptance: Target mean acceptance of the step-size adaptation, in ``(0, 1)``
             (Stan: 0.8).
@@ -164,7 +166,7 @@ def nuts(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: 
                         max_num_doublings=max_num_doublings)
 
 
-def hmc(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: int = 1,
+def hmc(key, logdensity_fn, init, num_samples, *, num_warmup: int = 200, thin: int = 1,
         target_acceptance: float = 0.8, num_integration_steps: int = 16):
     """HMC with a fixed number of leapfrog steps and window adaptation (arguments as
     :func:`nuts`)."""
@@ -175,7 +177,7 @@ def hmc(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: i
                         num_integration_steps=num_integration_steps)
 
 
-def mala(key, logdensity_fn, init, num_samples, *, num_warmup: int = 500, thin: int = 1,
+def mala(key, logdensity_fn, init, num_samples, *, num_warmup: int = 200, thin: int = 1,
          target_acceptance: float = 0.574):
     """Preconditioned MALA: HMC with one leapfrog step (see the module docstring), with window
     adaptation of the step size and a diagonal mass matrix (arguments as :func:`nuts`)."""

@@ -63,11 +63,9 @@ def _kernel_env() -> dict[str, str]:
     # these variables at import. Every program is cached, however quick to compile: at SMALL
     # sizes a notebook is mostly hundreds of tiny compilations (eager ops on each parameter
     # array, e.g. the optimiser state), which the cache turns from ~20 s into ~1 s on a rerun.
-    # XLA_FLAGS (conftest's virtual devices) is inherited, plus LLVM's optimisation level 0 for
-    # the kernel only: at SMALL sizes a notebook is almost all compilation, which this makes
-    # markedly cheaper (the short runs barely slow down), and the notebooks assert nothing
-    # that depends on the generated machine code. (Not for the test process itself: a few
-    # tests compare two differently shaped programs to a few ulps.)
+    # XLA_FLAGS (conftest's virtual devices and LLVM's cheap passes, see conftest.py) is
+    # inherited; the optimisation level is added if a user's own XLA_FLAGS lack it: at SMALL
+    # sizes a notebook is almost all compilation, which this makes markedly cheaper.
     flags = env.get("XLA_FLAGS", "")
     if "xla_backend_optimization_level" not in flags:
         env["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()

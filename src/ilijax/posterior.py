@@ -38,6 +38,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ilijax import _devices
 from ilijax._checks import check_int, check_key, is_traced
 from ilijax.estimators._base import Estimator
+from ilijax.samplers import RHAT_THRESHOLD as RHAT_THRESHOLD  # noqa: F401 (re-export)
 
 Array = jax.Array
 
@@ -164,10 +165,6 @@ class SamplingInfo(NamedTuple):
     idata: Any
     seconds: float
 
-
-#: R-hat above this marks an observation whose chains disagree (Vehtari et al. 2021), for up
-#: to 4 chains; more chains get the higher threshold of :func:`ilijax.samplers.rhat_threshold`.
-RHAT_THRESHOLD = 1.01
 
 
 def _members(params) -> int:

@@ -30,7 +30,12 @@ import importlib
 import math
 from collections.abc import Callable
 
-__all__ = ["ENSEMBLE_METHODS", "METHODS", "get", "default_num_chains", "rhat_threshold"]
+__all__ = ["ENSEMBLE_METHODS", "METHODS", "RHAT_THRESHOLD", "get", "default_num_chains",
+           "rhat_threshold"]
+
+#: R-hat above this marks an observation whose chains disagree (Vehtari et al. 2021), for up
+#: to 4 chains; more chains get the higher threshold of :func:`rhat_threshold`.
+RHAT_THRESHOLD = 1.01
 
 _REGISTRY = {
     "nuts": "ilijax.samplers.mcmc:nuts",
@@ -86,4 +91,4 @@ def rhat_threshold(num_chains: int, ess_target: float = 400.0) -> float:
     well-mixed runs of many short chains (32 chains of 63 draws of a Gaussian read 1.014-1.03).
     The threshold is the R-hat that corresponds to ``ess_target`` effective draws (400, Vehtari
     et al.'s bulk-ESS floor), and never below 1.01: 1.01 up to 4 chains, 1.039 for 32."""
-    return float(max(1.01, math.sqrt(1.0 + num_chains / ess_target)))
+    return float(max(RHAT_THRESHOLD, math.sqrt(1.0 + num_chains / ess_target)))

@@ -68,6 +68,7 @@ import optax  # noqa: E402
 
 import ilijax  # noqa: E402
 from ilijax.diagnostics import c2st  # noqa: E402
+from ilijax.posterior import resolve_space  # noqa: E402
 from ilijax.tasks.references import load_reference  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -269,7 +270,8 @@ def run_cell(task, method, sims, ensemble, refs, args, pub) -> dict[str, Any]:
     p = pub.get((task.name, method, sims))
     row = {
         "task": task.name, "method": method, "sims": sims, "ensemble": ensemble,
-        "weighting": args.weighting, "space": args.space if method.endswith("npe") else None,
+        "weighting": args.weighting,
+        "space": resolve_space(args.space, task.prior) if method.endswith("npe") else None,
         "quick": bool(args.quick),
         "observations": [r.num_observation for r in refs],
         "reference_source": sorted({r.source for r in refs}),
@@ -414,9 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ensemble", nargs="+", type=int, default=[1])
     ap.add_argument("--weighting", default="softmax", choices=["softmax", "uniform", "stacking"],
                     help="ensemble weights (npe/nle/nre)")
-    ap.add_argument("--space", default="unconstrained", choices=["unconstrained", "theta"],
-                    help="npe: learn in the prior support's unconstrained space, or in theta "
-                         "space truncated to the support by rejection (sbi's way)")
+    ap.add_argument("--space", default="auto", choices=["auto", "unconstrained", "theta"],
+                    help="npe: auto (the default of npe: theta space for a bounded prior), the "
+                         "prior support's unconstrained space, or theta space truncated to the "
+                         "support by rejection (sbi's way); rows record the space that ran")
     ap.add_argument("--num-obs", type=int, default=10, help="sbibm observations 1..num_obs")
     ap.add_argument("--obs", nargs="+", type=int, default=None,
                     help="these sbibm observations instead (e.g. 6 7 8 9 10: score on the "

@@ -96,7 +96,7 @@ ROWS = [
                                                **TINY),
      ValueError, "weighting"),
     ("npe space", lambda p, t: ilijax.npe(KEY, THETA, X, prior=TASK.prior, space="x", **TINY),
-     ValueError, r"Expected space in \('unconstrained', 'theta'\); got 'x'"),
+     ValueError, r"Expected space in \('auto', 'unconstrained', 'theta'\); got 'x'"),
     ("nle int key", lambda p, t: ilijax.nle(3, THETA, X, prior=TASK.prior, **TINY),
      TypeError, KEY_HINT),
     ("nre int key", lambda p, t: ilijax.nre(3, THETA, X, prior=TASK.prior, **TINY),

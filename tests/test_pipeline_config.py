@@ -200,7 +200,9 @@ def test_resolved_config_round_trips(tmp_path):
 def test_space_is_an_npe_option():
     cfg = pipeline.validate_config({"inference": {"method": "snpe", "space": "theta"}})
     assert cfg.inference.space == "theta"
-    assert pipeline.validate_config({}).inference.space == "unconstrained"
+    assert pipeline.validate_config({}).inference.space == "auto"
+    cfg = pipeline.validate_config({"inference": {"method": "nle", "space": "unconstrained"}})
+    assert cfg.inference.space == "unconstrained"
     with pytest.raises(ConfigError, match=r"space: 'theta' is for npe/snpe .* method is 'nle'"):
         pipeline.validate_config({"inference": {"method": "nle", "space": "theta"}})
     with pytest.raises(ConfigError, match=r"inference.space"):

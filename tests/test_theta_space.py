@@ -13,7 +13,7 @@ from scipy import stats
 import ilijax
 from ilijax.estimators import Estimator, on_support
 from ilijax.estimators._support import support_mass, truncated_to_support, truncation_parts
-from ilijax.posterior import Group, Posterior, trace_counts
+from ilijax.posterior import SPACES, Group, Posterior, trace_counts
 from ilijax.priors import support_bijector
 
 BOX = ilijax.priors.uniform([0.0, 0.0], [1.0, 1.0])
@@ -248,6 +248,38 @@ def test_truncated_gaussian_draws_are_the_truncated_normal_or_nan_far_outside():
     post.sample(jax.random.key(9), jnp.asarray([[0.9, 0.1], [0.5, 0.5]]), n)
 
 
+def test_batch_rejection_and_per_draw_rejection_both_draw_the_truncated_normal():
+    # The Posterior draws with sample_many (blocks of candidates written into a buffer); the
+    # bundle's own sample rejects per draw. Both must be the exact truncated normal.
+    _, bundle = gaussian_posterior()
+    parts = truncation_parts(bundle)
+    params = bundle.init(None, None, None)
+    x = jnp.asarray([0.9, 0.1])
+    n = 3000
+    many = np.asarray(jax.jit(parts.sample_many, static_argnums=3)(
+        params, jax.random.key(11), x, n))
+    one = np.asarray(jax.jit(jax.vmap(bundle.sample, in_axes=(None, 0, None)))(
+        params, jax.random.split(jax.random.key(12), n), x))
+    lo, hi = (0 - np.asarray(x)) / SCALE, (1 - np.asarray(x)) / SCALE
+    for draws in (many, one):
+        assert draws.shape == (n, 2) and not np.isnan(draws).any()
+        for j in range(2):
+            exact = stats.truncnorm(lo[j], hi[j], loc=float(x[j]), scale=float(SCALE[j]))
+            assert stats.kstest(draws[:, j], exact.cdf).pvalue > 1e-3
+    # A budget too small for the request leaves the tail of the buffer NaN, never a point
+    # outside the box: a budget of 1 candidate per draw (n candidates, in 4 blocks of n / 4) at
+    # a mass of about 0.43 fills a Binomial(n, mass) share of it, in front.
+    tight = truncation_parts(truncated_to_support(gaussian_core(), BOX, num_candidates=1,
+                                                  max_iterations=1))
+    part = np.asarray(tight.sample_many(params, jax.random.key(13), x, n))
+    filled = ~np.isnan(part).any(-1)
+    k = int(filled.sum())
+    mass = exact_mass(x)
+    assert abs(k - n * mass) < 4 * np.sqrt(n * mass * (1 - mass)), (k, n * mass)
+    assert filled[:k].all() and not filled[k:].any()  # accepted draws fill the front
+    assert np.all((part[:k] >= 0) & (part[:k] <= 1))
+
+
 def test_mcmc_on_a_theta_space_posterior_targets_the_truncated_density():
     post, _ = gaussian_posterior()
     x = jnp.asarray([0.9, 0.1])
@@ -277,13 +309,38 @@ def test_space_is_checked_everywhere():
         Posterior(post.groups, [1.0], BOX, x_dim=2, method="nle", space="theta")
     with pytest.raises(ValueError, match=r"Expected space in .*; got 'theta-space'"):
         ilijax.sequential(jax.random.key(0), box_simulator, BOX, X_CORNER, space="theta-space")
-    with pytest.raises(ValueError, match="space='unconstrained' for method='nle'"):
+    with pytest.raises(ValueError, match="space='unconstrained' or 'auto' for method='nle'"):
         ilijax.sequential(jax.random.key(0), box_simulator, BOX, X_CORNER, method="nle",
                           space="theta")
+    with pytest.raises(ValueError, match=r"Expected space in \('auto', 'unconstrained', "
+                                         r"'theta'\); got 'Theta'"):
+        ilijax.npe(jax.random.key(0), np.zeros((10, 2)), np.zeros((10, 2)), prior=BOX,
+                   space="Theta")
     with pytest.raises(ValueError, match="num_draws"):
         support_mass(bundle, params, X_CORNER, num_draws=0)
     with pytest.raises(ValueError, match="max_iterations"):
         truncated_to_support(gaussian_core(), BOX, max_iterations=0)
+
+
+def test_auto_space_is_theta_for_bounded_priors_and_unconstrained_elsewhere():
+    from numpyro import distributions as dist
+
+    from ilijax.posterior import resolve_space
+
+    bounded = [BOX, ilijax.priors.log_uniform([1.0], [10.0]),
+               ilijax.priors.truncated_normal([0.0], [1.0], [-1.0], [2.0]),
+               ilijax.priors.independent([dist.Normal(0.0, 1.0), dist.Uniform(0.0, 1.0)]),
+               dist.HalfNormal(jnp.ones(2)).to_event(1)]
+    unbounded = [ilijax.priors.normal([0.0, 0.0], [1.0, 1.0]),
+                 ilijax.priors.multivariate_normal([0.0, 0.0], np.eye(2))]
+    for prior in bounded:
+        assert resolve_space("auto", prior) == "theta", prior
+        assert resolve_space("auto", prior, "nle") == "unconstrained"
+    for prior in unbounded:
+        assert resolve_space("auto", prior) == "unconstrained", prior
+    for space in SPACES:
+        assert resolve_space(space, BOX) == space
+    assert ilijax.npe.__kwdefaults__["space"] == "auto"
 
 
 @pytest.mark.slow

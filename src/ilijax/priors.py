@@ -278,6 +278,17 @@ def support_bijector(prior: dist.Distribution) -> Transform:
     return biject_to(validate_prior(prior).support)
 
 
+def has_unbounded_support(prior: dist.Distribution) -> bool:
+    """Whether the prior's support is all of R^theta_dim (its support bijection is the
+    identity): a Gaussian prior, say, but not a box, a positive or a half-bounded one."""
+    from numpyro.distributions.transforms import IdentityTransform, IndependentTransform
+
+    bijector = support_bijector(prior)
+    while isinstance(bijector, IndependentTransform):
+        bijector = bijector.base_transform
+    return isinstance(bijector, IdentityTransform)
+
+
 # ----------------------------------------------------------------------------- serialisation
 
 def _scalar_spec(p: dist.Distribution) -> dict | None:

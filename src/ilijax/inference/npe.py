@@ -3,10 +3,11 @@
 Trains conditional density estimators ``q(theta | x)`` by maximum likelihood on simulated pairs
 (Papamakarios & Murray 2016, "Fast epsilon-free inference of simulation models with Bayesian
 conditional density estimation"; Greenberg et al. 2019 for the single-round case of APT, which is
-this loss). By default the estimators learn in the unconstrained space of the prior's support,
-so the posterior is normalised on that support and its draws never leave it; with
-``space="theta"`` they learn theta itself and the posterior is truncated to the support (sbi's
-leakage correction, :func:`~ilijax.estimators._support.truncated_to_support`).
+this loss). For a bounded prior the estimators learn theta itself by default and the posterior is
+the flow truncated to the support (sbi's leakage correction,
+:func:`~ilijax.estimators._support.truncated_to_support`), so its draws never leave it; with
+``space="unconstrained"`` they learn in the unconstrained space of the support instead, where
+the posterior is normalised exactly (:func:`ilijax.estimators.on_support`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ilijax.estimators._support import on_support, truncated_to_support
 from ilijax.estimators.embedded import embedding_parts
 from ilijax.inference._ensemble import WEIGHTINGS, ensemble_weights
 from ilijax.inference._members import init_group, member_counts, train_groups
-from ilijax.posterior import Group, Posterior, check_space
+from ilijax.posterior import Group, Posterior, resolve_space
 from ilijax.priors import support_bijector, validate_prior
 from ilijax.train import FitInfo
 
@@ -71,7 +72,7 @@ def npe(
     nan_policy: str = "drop",
     labels: Sequence[str] | None = None,
     validation_fraction: float = 0.1,
-    space: str = "unconstrained",
+    space: str = "auto",
     **fit_options,
 ) -> tuple[Posterior, FitInfo]:
     """Trains an NPE ensemble on ``(theta, x)`` pairs and returns its posterior.
@@ -95,14 +96,12 @@ def npe(
         nan_policy: ``"drop"`` (warn with a count) or ``"raise"`` for non-finite rows.
         labels: Parameter names for plots.
         validation_fraction: Share of rows held out for early stopping and weights.
-        space: Where the flows learn, ``"unconstrained"`` (default) or ``"theta"``.
+        space: Where the flows learn: ``"auto"`` (default), ``"theta"`` or
+            ``"unconstrained"``. ``"auto"`` is ``"theta"`` when the prior's support is
+            bounded (a box, a positive or a half-bounded one) and ``"unconstrained"`` when it
+            is all of R^d, where the two are the same density (see
+            :func:`ilijax.posterior.resolve_space`); ``posterior.space`` says which ran.
 
-            - ``"unconstrained"``: the flow models ``u = T^{-1}(theta)``, ``T`` the prior's
-              support bijection (a scaled sigmoid for a box), and the posterior is its
-              pushforward (:func:`ilijax.estimators.on_support`): exactly normalised on the
-              support, direct draws cost one flow pass each. Near a box edge, though, a
-              posterior that is cut by the edge becomes an exponential tail in ``u``, which
-              a spline flow's linear tails fit poorly.
             - ``"theta"``: the flow models theta itself (z-scored by the training theta) and
               is trained unnormalised, as sbi does; the posterior is the flow truncated to
               the support (:func:`~ilijax.estimators._support.truncated_to_support`): ``log_prob``
@@ -110,14 +109,20 @@ def npe(
               draws with a fixed key (deterministic; standard error
               ``sqrt(Z (1 - Z) / M)``, see :meth:`Posterior.support_mass`), so every
               ``log_prob`` observation costs ``M`` flow draws per member on top of the
-              density; direct sampling rejects draws outside the support (``1 / Z(x)``
-              candidates per draw on average; NaN after 2048 candidates) and warns where the
-              estimated mass is below 1%.
+              density; direct sampling rejects draws outside the support in batches (about
+              ``1 / Z(x)`` flow draws per draw; NaN after 2048 candidates per draw) and warns
+              where the estimated mass is below 1%.
+            - ``"unconstrained"``: the flow models ``u = T^{-1}(theta)``, ``T`` the prior's
+              support bijection (a scaled sigmoid for a box), and the posterior is its
+              pushforward (:func:`ilijax.estimators.on_support`): exactly normalised on the
+              support, direct draws cost one flow pass each. Near a box edge, though, a
+              posterior that is cut by the edge becomes an exponential tail in ``u``, which
+              a spline flow's linear tails fit poorly.
 
-            Pick ``"theta"`` for box priors whose posteriors sit against an edge (cut by
-            it), where it fits better; keep ``"unconstrained"`` for posteriors inside the
-            support, for unbounded or one-sided supports where the bijection costs nothing,
-            and where ``log_prob`` must be cheap or exactly normalised.
+            Theta space scored better C2ST on every sbibm task with a box prior that was
+            measured (``benchmarks/README.md``); keep ``"unconstrained"`` where ``log_prob``
+            must be cheap or exactly normalised, or where the flow leaks most of its mass out
+            of the support (an observation far from the simulations).
         **fit_options: Passed to :func:`ilijax.fit` unchanged (``optimizer``, ``learning_rate``,
             ``batch_size``, ``max_epochs``, ``patience``, ``clip_norm``, ``progress``, ``shard``).
 
@@ -138,7 +143,7 @@ def npe(
     prior = validate_prior(prior)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"Expected weighting in {WEIGHTINGS}; got {weighting!r}")
-    space = check_space(space)
+    space = resolve_space(space, prior)
     estimators = check_estimators(estimator, ensemble)
     dataset = _data.check_data(theta, x, nan_policy=nan_policy)
     bijector = check_npe_dataset(prior, dataset, stacklevel=3, warn_edge=space != "theta",

@@ -39,7 +39,7 @@ from ilijax.inference.npe import (
     npe_loss,
     space_bundles,
 )
-from ilijax.posterior import Group, Posterior, check_space
+from ilijax.posterior import Group, Posterior, resolve_space
 from ilijax.priors import validate_prior
 from ilijax.simulate import run_simulator
 from ilijax.train import FitInfo, fit
@@ -315,7 +315,7 @@ def sequential(
     labels: Sequence[str] | None = None,
     on_round: Callable[[SequentialState], None] | None = None,
     resume: SequentialState | Mapping[str, Any] | None = None,
-    space: str = "unconstrained",
+    space: str = "auto",
     **fit_options,
 ) -> tuple[Posterior, list[RoundInfo]]:
     """Multi-round inference for one observation ``x_obs`` (SNPE-C/APT, SNLE or SNRE).
@@ -357,11 +357,12 @@ def sequential(
             dict, to continue a killed run at the next round; call with the same key,
             simulator, prior, ``x_obs``, method and options (method, key, ``x_obs`` and the
             budgets of the rounds done are checked, ``ValueError`` on a mismatch).
-        space: For ``"npe"``: ``"unconstrained"`` (default) or ``"theta"``, as in
+        space: ``"auto"`` (default: ``"theta"`` for NPE with a bounded prior, else
+            ``"unconstrained"``), ``"theta"`` or ``"unconstrained"``, as in
             :func:`ilijax.inference.npe.npe`. In theta space round 1 trains the bare flow by
             maximum likelihood and later rounds by the APT loss on it (the in-support mass
             cancels between the atoms of a row), and proposals are drawn by rejection into
-            the support. Other methods accept only ``"unconstrained"``.
+            the support. Other methods accept only ``"auto"`` and ``"unconstrained"``.
         **fit_options: Passed to :func:`ilijax.fit` (``max_epochs``, ``batch_size``,
             ``learning_rate``, ``patience``, ...), with ``schedule="constant"`` unless given
             (sbi's training per round: Adam 5e-4, early stopping after 20 epochs; fit's
@@ -401,10 +402,7 @@ def sequential(
     prior = validate_prior(prior)
     if method not in METHODS:
         raise ValueError(f"Expected method in {METHODS}; got {method!r}")
-    space = check_space(space)
-    if method != "npe" and space != "unconstrained":
-        raise ValueError(f"Expected space='unconstrained' for method={method!r} (theta space is "
-                         f"an NPE option); got space={space!r}")
+    space = resolve_space(space, prior, method)
     rounds = _check_int("rounds", rounds, 1)
     if on_round is not None and not callable(on_round):
         raise ValueError(f"Expected on_round to be callable; got {on_round!r}")

@@ -262,7 +262,7 @@ class InferenceConfig(_Strict):
     nets: list[NetConfig] | None = None
     train: TrainConfig = Field(default_factory=TrainConfig)
     weighting: Literal["softmax", "uniform", "stacking"] = "softmax"
-    space: Literal["unconstrained", "theta"] = "unconstrained"
+    space: Literal["auto", "unconstrained", "theta"] = "auto"
     nre_variant: Literal["a", "b", "c", "bnre"] = "b"
     num_atoms: int = Field(default=10, ge=2)
     seed: int = 0
@@ -293,7 +293,7 @@ class InferenceConfig(_Strict):
 
     @model_validator(mode="after")
     def _space_is_npe(self):
-        if self.space != "unconstrained" and self.method not in ("npe", "snpe"):
+        if self.space == "theta" and self.method not in ("npe", "snpe"):
             raise ValueError(f"space: {self.space!r} is for npe/snpe (the flow over theta); "
                              f"method is {self.method!r}")
         return self

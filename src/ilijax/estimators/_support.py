@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from numpyro.distributions.transforms import Transform
 
+from ilijax._rejection import rejection_sample
 from ilijax.estimators._base import Estimator
 
 # Points on the boundary of a closed support (a uniform draw equal to its lower bound, say) map to
@@ -261,30 +262,15 @@ def truncated_to_support(
         return jax.lax.while_loop(cond, body, start)[2]
 
     def sample_many(params, key, context, n):
-        # Batch-level rejection: one traced block of candidates in a while_loop, accepted ones
-        # scattered in order into the buffer (slot n is out of range and dropped).
+        # Batch-level rejection: blocks of ceil(n / BLOCKS_PER_REQUEST) candidates, the same
+        # budget of candidates per draw as `sample`.
         block = -(-n // BLOCKS_PER_REQUEST)
-        max_blocks = -(-(n * num_candidates * max_iterations) // block)
-        shape = jax.eval_shape(core.sample, params, key, context)
-
-        def cond(state):
-            i, filled, _, _ = state
-            return (filled < n) & (i < max_blocks)
-
-        def body(state):
-            i, filled, buf, key = state
-            key, sub = jax.random.split(key)
-            cand = jax.vmap(core.sample, in_axes=(None, 0, None))(
-                params, jax.random.split(sub, block), context)
-            ok = jax.vmap(lambda t: _in_support(prior, t))(cand)
-            pos = filled + jnp.cumsum(ok) - 1
-            slot = jnp.where(ok & (pos < n), pos, n)
-            buf = buf.at[slot].set(cand, mode="drop")
-            return i + 1, jnp.minimum(filled + jnp.sum(ok), n), buf, key
-
-        start = (jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32),
-                 jnp.full((n, *shape.shape), jnp.nan, shape.dtype), key)
-        return jax.lax.while_loop(cond, body, start)[2]
+        dim = jax.eval_shape(core.sample, params, key, context).shape[0]
+        propose = lambda k, m: jax.vmap(core.sample, in_axes=(None, 0, None))(  # noqa: E731
+            params, jax.random.split(k, m), context)
+        accept = jax.vmap(lambda t: _in_support(prior, t))
+        return rejection_sample(key, propose, accept, n, dim, block=block,
+                                max_rounds=-(-(n * num_candidates * max_iterations) // block))
 
     bundle = _TruncatedEstimator(core.init, log_prob, sample, core.spec)
     bundle.truncation_parts = TruncationParts(core, prior, num_mass_draws, int(mass_seed),

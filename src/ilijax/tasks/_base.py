@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
-from ilijax._checks import check_key
+from ilijax._rejection import rejection_sample as rejection_sample
 
 __all__ = ["ExactPosterior", "RestrictedToBox", "Task", "rejection_sample"]
 
@@ -40,54 +40,6 @@ class Task(NamedTuple):
     posterior: Callable[[jax.Array], dist.Distribution] | None
     sample_posterior: Callable[[jax.Array, jax.Array, int], jax.Array] | None
     labels: tuple[str, ...]
-
-
-def rejection_sample(
-    key: jax.Array,
-    propose: Callable[[jax.Array, int], jax.Array],
-    accept: Callable[[jax.Array], jax.Array],
-    num_samples: int,
-    dim: int,
-    *,
-    max_rounds: int = 1000,
-) -> jax.Array:
-    """Exact rejection sampling in a ``lax.while_loop`` (jittable and vmappable).
-
-    Each round draws ``num_samples`` proposals and keeps the accepted ones, in proposal order,
-    until ``num_samples`` are kept. The kept draws are i.i.d. from the proposal restricted to the
-    acceptance region.
-
-    Args:
-        key: PRNG key.
-        propose: ``(key, m) -> (m, dim)`` proposals.
-        accept: ``(m, dim) -> (m,)`` booleans.
-        num_samples: Draws to return (static).
-        dim: Dimension of one draw (static).
-        max_rounds: Bound on the number of rounds; rows still unfilled then are NaN, so a
-            failure is visible instead of silent.
-
-    Returns:
-        ``(num_samples, dim)`` float32 draws.
-    """
-    key = check_key(key)
-
-    def cond(state):
-        _, _, count, i = state
-        return (count < num_samples) & (i < max_rounds)
-
-    def body(state):
-        key, buf, count, i = state
-        key, sub = jax.random.split(key)
-        cand = jnp.asarray(propose(sub, num_samples), jnp.float32)
-        ok = accept(cand)
-        pos = count + jnp.cumsum(ok) - 1
-        idx = jnp.where(ok, pos, num_samples)  # rejected -> out of range -> dropped
-        buf = buf.at[idx].set(cand, mode="drop")
-        return key, buf, count + jnp.sum(ok, dtype=jnp.int32), i + 1
-
-    buf0 = jnp.full((num_samples, dim), jnp.nan, jnp.float32)
-    state = (key, buf0, jnp.int32(0), jnp.int32(0))
-    return jax.lax.while_loop(cond, body, state)[1]
 
 
 class RestrictedToBox(dist.Distribution):

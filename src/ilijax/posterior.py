@@ -70,11 +70,12 @@ def resolve_space(space: Any, prior, method: str = "npe") -> str:
     ``"theta"`` for an NPE whose prior has a bounded support (a box, a positive or a
     half-bounded one) and ``"unconstrained"`` otherwise: for NLE/NRE, and for an unbounded
     support, where the two are the same density and the unconstrained one needs no mass
-    estimate. Any other value is checked by :func:`check_space`; ``"theta"`` is for NPE only.
+    estimate. Otherwise ``space`` must be one of :data:`SPACES`; ``"theta"`` is for NPE only.
 
-    Theta space is the default because it measured better on every sbibm task with a box prior
-    (C2ST at 10^4 simulations: two_moons 0.559 against 0.574, gaussian_mixture 0.585 against
-    0.596, slcp 0.867 against 0.880; ``benchmarks/README.md``).
+    Theta space is the default because it measured better on the three sbibm box tasks
+    compared in both spaces (C2ST at 10^4 simulations: two_moons 0.559 against 0.574,
+    gaussian_mixture 0.585 against 0.596, slcp 0.867 against 0.880; ``benchmarks/README.md``);
+    it is over-confident on the toy task's edge-piled curvature (issue 14's note).
     """
     from ilijax.priors import has_unbounded_support
 

@@ -119,8 +119,10 @@ def npe(
               posterior that is cut by the edge becomes an exponential tail in ``u``, which
               a spline flow's linear tails fit poorly.
 
-            Theta space scored better C2ST on every sbibm task with a box prior that was
-            measured (``benchmarks/README.md``); keep ``"unconstrained"`` where ``log_prob``
+            Theta space scored better C2ST on the sbibm box tasks compared in both spaces
+            (two_moons, gaussian_mixture, slcp; ``benchmarks/README.md``) but is
+            over-confident where a posterior piles up against an edge (the demo's curvature);
+            keep ``"unconstrained"`` where ``log_prob``
             must be cheap or exactly normalised, or where the flow leaks most of its mass out
             of the support (an observation far from the simulations).
         **fit_options: Passed to :func:`ilijax.fit` unchanged (``optimizer``, ``learning_rate``,
